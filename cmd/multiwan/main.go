@@ -1,0 +1,198 @@
+// Command multiwan is a multi-WAN router for Linux: failover, weighted load
+// balancing and steering over nftables and policy routing.
+//
+//	multiwan check  -c FILE                 validate a config
+//	multiwan plan   -c FILE [--down WANS]   print what run would install
+//	multiwan run    -c FILE                 the daemon
+//
+// The CLI only parses flags and calls the internal packages.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/multiwan/multiwan/internal/config"
+	"github.com/multiwan/multiwan/internal/daemon"
+	"github.com/multiwan/multiwan/internal/kernel"
+	"github.com/multiwan/multiwan/internal/plan"
+)
+
+const usage = `usage: multiwan <command> [flags]
+
+commands:
+  check  -c FILE                   validate the config; prints "ok" or every error as FILE:LINE:COL: message
+  plan   -c FILE [--down WAN,...]  print the nft table, routes, ip rules and sysctls run would install
+  run    -c FILE [--log-level L]   run the daemon in the foreground (SIGHUP reloads, SIGTERM/SIGINT removes everything and exits)
+
+-c defaults to ` + config.DefaultPath + "\n"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "check":
+		return check(args, stdout, stderr)
+	case "plan":
+		return planCmd(args, stdout, stderr)
+	case "run":
+		return runDaemon(args, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "multiwan: unknown command %q\n%s", cmd, usage)
+	return 2
+}
+
+func flags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("multiwan "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", config.DefaultPath, "config file")
+	return fs, path
+}
+
+// load reads the config, printing every error as FILE:LINE:COL: message.
+func load(path string, stderr io.Writer) (*config.Config, bool) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		var list config.ErrorList
+		if errors.As(err, &list) {
+			for _, line := range list.Lines() {
+				fmt.Fprintln(stderr, line)
+			}
+		} else {
+			fmt.Fprintf(stderr, "%s: %v\n", path, err)
+		}
+		return nil, false
+	}
+	return cfg, true
+}
+
+func check(args []string, stdout, stderr io.Writer) int {
+	fs, path := flags("check", stderr)
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	if _, ok := load(*path, stderr); !ok {
+		return 1
+	}
+	fmt.Fprintln(stdout, "ok")
+	return 0
+}
+
+func planCmd(args []string, stdout, stderr io.Writer) int {
+	fs, path := flags("plan", stderr)
+	down := fs.String("down", "", "comma-separated WANs to plan as down")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	cfg, ok := load(*path, stderr)
+	if !ok {
+		return 1
+	}
+	health := plan.Health{}
+	for _, w := range cfg.WANs {
+		health[w.Name] = plan.StateUp
+	}
+	if *down != "" {
+		for _, name := range strings.Split(*down, ",") {
+			name = strings.TrimSpace(name)
+			if _, ok := cfg.WANByName(name); !ok {
+				fmt.Fprintf(stderr, "multiwan plan: --down: no WAN named %q\n", name)
+				return 1
+			}
+			health[name] = plan.StateDown
+		}
+	}
+	// No kernel access here: every link is assumed present and up, with
+	// no addresses known yet. A `gateway: auto` WAN is shown routed through
+	// its interface; run uses the gateway it learns.
+	links := plan.Links{}
+	for _, w := range cfg.WANs {
+		links[w.Name] = plan.Link{Exists: true, Up: true, PointToPoint: w.GatewayAuto}
+	}
+	d := plan.Plan(cfg, health, links, "")
+	fmt.Fprintf(stdout, "# multiwan plan for %s", cfg.File)
+	if *down != "" {
+		fmt.Fprintf(stdout, " with %s down", *down)
+	}
+	fmt.Fprintln(stdout)
+	fmt.Fprintln(stdout, "# WAN addresses are learned at run time (sets wan_addr, wan_net and the \"from ADDRESS\" rules).")
+	for _, p := range d.Policies {
+		fmt.Fprintf(stdout, "# policy %s: %s\n", p.Name, describePolicy(p))
+	}
+	fmt.Fprintln(stdout)
+	fmt.Fprint(stdout, d.String())
+	return 0
+}
+
+func describePolicy(p plan.PolicyChoice) string {
+	if len(p.Active) == 0 {
+		return "no usable WAN, last resort " + p.LastResort
+	}
+	var parts []string
+	for _, s := range p.Active {
+		parts = append(parts, fmt.Sprintf("%s %.1f%%", s.WAN, s.Share*100))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func runDaemon(args []string, stderr io.Writer) int {
+	fs, path := flags("run", stderr)
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*level)); err != nil {
+		fmt.Fprintf(stderr, "multiwan run: --log-level: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	cfg, ok := load(*path, stderr)
+	if !ok {
+		return 1
+	}
+	k, err := kernel.New()
+	if err != nil {
+		log.Error("cannot reach the kernel", "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	log.Info("multiwan starting", "config", cfg.File, "wans", len(cfg.WANs))
+	d := daemon.New(cfg, k, log)
+	err = d.Run(ctx, reload, func() (*config.Config, error) { return config.Load(*path) })
+	if err != nil {
+		log.Error("could not install the plan", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,174 @@
+// Package config reads, defaults and validates multiwan's YAML configuration.
+//
+// Every problem found in a file is reported with its position
+// (FILE:LINE:COL), and all of them are reported, not only the first:
+// a user fixing a config should not have to run check once per mistake.
+// Nothing in this package touches the kernel.
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// DefaultPath is where the CLI looks for the config when -c is not given.
+const DefaultPath = "/etc/multiwan/multiwan.yaml"
+
+// Defaults. They are written down here and nowhere else; the README's config
+// reference repeats them.
+const (
+	DefaultMarkMask      uint32 = 0xff00
+	DefaultTableBase            = 100 // WAN i (1-based, in file order) gets table DefaultTableBase+i
+	DefaultRulePriority         = 1000
+	DefaultSocket               = "/run/multiwan/multiwan.sock"
+	DefaultSocketMode    uint32 = 0o600
+	DefaultProbeMethod          = "icmp"
+	DefaultProbeInterval        = 500 * time.Millisecond
+	DefaultProbeTimeout         = 1 * time.Second
+	DefaultProbeDown            = 3
+	DefaultProbeUp              = 3
+	DefaultReliability          = 1
+	DefaultNAT                  = "masquerade"
+	DefaultLastResort           = "unreachable"
+	DefaultSticky               = "flow"
+	DefaultWeight               = 1
+	DefaultTier                 = 1
+	DefaultLocalTraffic         = true
+)
+
+// Pos is a position in a config file, 1-based.
+type Pos struct {
+	Line, Col int
+}
+
+// Config is a validated configuration. Every field holds its effective value:
+// defaults are already filled in.
+type Config struct {
+	// File is the path the config was read from, used in messages.
+	File string
+
+	// MarkMask is the set of fwmark/ctmark bits multiwan owns.
+	MarkMask uint32
+	// RulePriority is the lowest ip rule priority multiwan uses; its rules
+	// occupy RulePriority .. RulePriority+599.
+	RulePriority int
+	WANs         []WAN
+	Policies     []Policy
+	Rules        []Rule
+	// DefaultPolicy names the policy for traffic no rule matches.
+	DefaultPolicy string
+	// LocalTraffic steers the router's own connections too.
+	LocalTraffic bool
+	Control      Control
+	// Hooks are executables run on every state change.
+	Hooks []string
+}
+
+// WAN is one uplink.
+type WAN struct {
+	Name      string
+	Interface string
+	// Gateway is the next hop; invalid (zero) when GatewayAuto is set or the
+	// link is point-to-point.
+	Gateway     netip.Addr
+	GatewayAuto bool
+	// Table is the routing table holding this WAN's routes.
+	Table int
+	// NAT is "masquerade" or "none".
+	NAT   string
+	Probe Probe
+	Pos   Pos
+}
+
+// Probe configures health probing of a WAN.
+type Probe struct {
+	Method      string // icmp, tcp, http, dns
+	Targets     []string
+	Interval    time.Duration
+	Timeout     time.Duration
+	Down        int
+	Up          int
+	Reliability int
+	// MaxLoss is a fraction in [0,1]; negative when unset.
+	MaxLoss float64
+	// MaxRTT is zero when unset.
+	MaxRTT time.Duration
+}
+
+// Policy chooses WANs for new connections.
+type Policy struct {
+	Name    string
+	Members []Member
+	// LastResort is what happens when no member is usable:
+	// "unreachable", "blackhole" or "main".
+	LastResort string
+	// Sticky is "flow" (each connection keeps its WAN) or "source" (one LAN
+	// host keeps one WAN).
+	Sticky string
+	// Implicit marks a one-member policy made for a rule's `wan:` shorthand.
+	Implicit bool
+	Pos      Pos
+}
+
+// Member is a WAN's place in a policy.
+type Member struct {
+	WAN    string
+	Tier   int
+	Weight int
+}
+
+// Rule steers matching new connections to a policy. Rules are tried in order;
+// the first match wins.
+type Rule struct {
+	Name string
+	// Src and Dst are prefixes (single addresses are /32 or /128).
+	Src, Dst []netip.Prefix
+	// Proto is empty (any), or a protocol name such as tcp, udp, icmp.
+	Proto string
+	// SrcPort and DstPort are port ranges; empty means any.
+	SrcPort, DstPort []PortRange
+	// IIF lists incoming interface names; empty means any.
+	IIF []string
+	// Policy is the policy name; for the `wan:` shorthand it names the
+	// implicit policy of that WAN.
+	Policy  string
+	Movable bool
+	Pos     Pos
+}
+
+// PortRange is an inclusive range of ports; a single port has First == Last.
+type PortRange struct {
+	First, Last uint16
+}
+
+// Control configures the control socket.
+type Control struct {
+	Socket string
+	// Mode is the socket's file mode.
+	Mode uint32
+}
+
+// WANByName returns the WAN with the given name.
+func (c *Config) WANByName(name string) (*WAN, bool) {
+	for i := range c.WANs {
+		if c.WANs[i].Name == name {
+			return &c.WANs[i], true
+		}
+	}
+	return nil, false
+}
+
+// PolicyByName returns the policy with the given name.
+func (c *Config) PolicyByName(name string) (*Policy, bool) {
+	for i := range c.Policies {
+		if c.Policies[i].Name == name {
+			return &c.Policies[i], true
+		}
+	}
+	return nil, false
+}
+
+// ImplicitPolicyName is the name of the one-member policy a rule's `wan: NAME`
+// shorthand refers to. The colon keeps it apart from user policy names, which
+// cannot contain one.
+func ImplicitPolicyName(wan string) string { return "wan:" + wan }

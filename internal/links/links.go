@@ -1,0 +1,230 @@
+// Package links reads what the kernel says about the WANs' interfaces
+// (existence, carrier, addresses, learned gateways) over rtnetlink, and
+// reports when any of it changes.
+//
+// It only reads. Everything it returns is an observation the planner turns
+// into desired state; netlink messages are untrusted input, so a surprising
+// one (an address of the wrong family, a route without a gateway) is skipped,
+// never trusted blindly.
+package links
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/multiwan/multiwan/internal/config"
+	"github.com/multiwan/multiwan/internal/plan"
+)
+
+// dumpRetries bounds how often a dump interrupted by concurrent changes is
+// retried before the partial result is used (the next event re-reads).
+const dumpRetries = 5
+
+// retry calls f until it does not fail with netlink.ErrDumpInterrupted, at
+// most dumpRetries times.
+func retry[T any](f func() (T, error)) (T, error) {
+	var v T
+	var err error
+	for range dumpRetries {
+		v, err = f()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return v, err
+		}
+	}
+	return v, nil
+}
+
+// Snapshot reads the current state of every WAN's interface.
+func Snapshot(cfg *config.Config) (plan.Links, error) {
+	out := plan.Links{}
+	var defaults []netlink.Route
+	if needGateways(cfg) {
+		var err error
+		defaults, err = retry(func() ([]netlink.Route, error) {
+			return netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_UNSPEC},
+				netlink.RT_FILTER_TABLE)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list routes: %w", err)
+		}
+	}
+	for _, w := range cfg.WANs {
+		l, err := netlink.LinkByName(w.Interface)
+		if err != nil {
+			var nf netlink.LinkNotFoundError
+			if errors.As(err, &nf) {
+				out[w.Name] = plan.Link{}
+				continue
+			}
+			return nil, fmt.Errorf("link %s: %w", w.Interface, err)
+		}
+		a := l.Attrs()
+		link := plan.Link{
+			Exists:       true,
+			Up:           a.Flags&net.FlagUp != 0 && carrier(a),
+			PointToPoint: a.Flags&net.FlagPointToPoint != 0,
+		}
+		addrs, err := retry(func() ([]netlink.Addr, error) { return netlink.AddrList(l, unix.AF_INET) })
+		if err != nil {
+			return nil, fmt.Errorf("addresses of %s: %w", w.Interface, err)
+		}
+		for _, ad := range addrs {
+			if p, ok := prefixOf(ad); ok {
+				link.Addrs = append(link.Addrs, p)
+			}
+		}
+		slices.SortFunc(link.Addrs, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
+		if w.GatewayAuto {
+			link.Gateway = learnGateway(defaults, a.Index)
+		}
+		out[w.Name] = link
+	}
+	return out, nil
+}
+
+func needGateways(cfg *config.Config) bool {
+	return slices.ContainsFunc(cfg.WANs, func(w config.WAN) bool { return w.GatewayAuto })
+}
+
+// carrier reports whether the link can pass packets. Operational state
+// "unknown" is what many virtual links (tun, some drivers) report while
+// working, so only an explicit down counts.
+func carrier(a *netlink.LinkAttrs) bool {
+	switch a.OperState {
+	case netlink.OperDown, netlink.OperLowerLayerDown, netlink.OperNotPresent:
+		return false
+	}
+	return a.RawFlags&unix.IFF_LOWER_UP != 0 || a.OperState == netlink.OperUp || a.OperState == netlink.OperUnknown
+}
+
+func prefixOf(a netlink.Addr) (netip.Prefix, bool) {
+	if a.IPNet == nil {
+		return netip.Prefix{}, false
+	}
+	ip, ok := netip.AddrFromSlice(a.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ip = ip.Unmap()
+	ones, _ := a.Mask.Size()
+	p := netip.PrefixFrom(ip, ones)
+	if !ip.Is4() || !p.IsValid() || ip.IsLinkLocalUnicast() {
+		return netip.Prefix{}, false
+	}
+	return p, true
+}
+
+// learnGateway picks the gateway of a default route through the interface
+// that someone else (DHCP client, networkd, NetworkManager, pppd) installed,
+// in any table: the one with the lowest metric, main table first on ties.
+func learnGateway(routes []netlink.Route, ifindex int) netip.Addr {
+	var best *netlink.Route
+	for i := range routes {
+		r := &routes[i]
+		if r.LinkIndex != ifindex || int(r.Protocol) == plan.RouteProtocol || r.Gw == nil {
+			continue
+		}
+		if r.Dst != nil {
+			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+				continue
+			}
+		}
+		if best == nil || r.Priority < best.Priority || (r.Priority == best.Priority && r.Table == unix.RT_TABLE_MAIN) {
+			best = r
+		}
+	}
+	if best == nil {
+		return netip.Addr{}
+	}
+	gw, ok := netip.AddrFromSlice(best.Gw)
+	if !ok {
+		return netip.Addr{}
+	}
+	gw = gw.Unmap()
+	if !gw.Is4() || gw.IsUnspecified() || gw.IsLoopback() {
+		return netip.Addr{}
+	}
+	return gw
+}
+
+// Watch calls changed (from its own goroutine) whenever a link, address or
+// route changes in the namespace, until ctx ends. Routes multiwan added
+// itself are not news; one of its routes deleted by someone else (or by the
+// kernel when a link went down) is reported with repair set, so the caller
+// puts it back even if its plan did not change. When the kernel reports lost
+// messages (a full socket buffer) it resubscribes and reports a repair, since
+// anything may have been missed.
+func Watch(ctx context.Context, log *slog.Logger, changed func(repair bool)) {
+	for ctx.Err() == nil {
+		if err := watchOnce(ctx, changed); err != nil && ctx.Err() == nil {
+			log.Warn("netlink subscription lost, resubscribing", "err", err)
+			changed(true)
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func watchOnce(ctx context.Context, changed func(repair bool)) error {
+	done := make(chan struct{})
+	defer close(done)
+	failed := make(chan error, 3)
+	onErr := func(err error) {
+		select {
+		case failed <- err:
+		default:
+		}
+	}
+	linkCh := make(chan netlink.LinkUpdate, 64)
+	addrCh := make(chan netlink.AddrUpdate, 64)
+	routeCh := make(chan netlink.RouteUpdate, 256)
+	const buf = 1 << 20
+	if err := netlink.LinkSubscribeWithOptions(linkCh, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr, ReceiveBufferSize: buf}); err != nil {
+		return err
+	}
+	if err := netlink.AddrSubscribeWithOptions(addrCh, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr, ReceiveBufferSize: buf}); err != nil {
+		return err
+	}
+	if err := netlink.RouteSubscribeWithOptions(routeCh, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr, ReceiveBufferSize: buf}); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-failed:
+			return err
+		case _, ok := <-linkCh:
+			if !ok {
+				return errors.New("link updates closed")
+			}
+			changed(false)
+		case _, ok := <-addrCh:
+			if !ok {
+				return errors.New("address updates closed")
+			}
+			changed(false)
+		case u, ok := <-routeCh:
+			if !ok {
+				return errors.New("route updates closed")
+			}
+			switch {
+			case int(u.Protocol) != plan.RouteProtocol:
+				changed(false)
+			case u.Type == unix.RTM_DELROUTE:
+				changed(true)
+			}
+		}
+	}
+}

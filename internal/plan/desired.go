@@ -1,0 +1,279 @@
+package plan
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// RouteProtocol is the rtm_protocol value on every ip rule and route multiwan
+// installs. It is how the kernel adapters tell multiwan's own entries from
+// everyone else's, so that adopting, replacing and removing never touches
+// what another program installed.
+const RouteProtocol = 77
+
+// Desired is the complete kernel state multiwan wants: one nft table, the
+// policy-routing rules, the routes of the WAN tables and the sysctls.
+// Applying the same Desired twice changes nothing.
+type Desired struct {
+	Table   Table
+	Rules   []Rule
+	Routes  []Route
+	Sysctls []Sysctl
+
+	// What follows is the decision itself, kept for status, logs and the
+	// tracer; the kernel adapters do not read it.
+
+	// Marks maps each WAN to its mark value (inside the WAN-id bits of
+	// the mark mask).
+	Marks map[string]uint32
+	// Mask is the configured mark_mask, IDMask the part of it that holds
+	// WAN ids, MovableBit the one bit that flags movable flows.
+	Mask, IDMask, MovableBit uint32
+	// Special marks for a policy with no usable member.
+	UnreachableMark, BlackholeMark, MainMark uint32
+	// Policies are the per-policy decisions, in config order (implicit
+	// one-WAN policies included).
+	Policies []PolicyChoice
+	// Best is the WAN the router's own unmarked traffic takes its source
+	// address from: the default policy's preferred active WAN. Empty when
+	// no WAN is usable.
+	Best string
+}
+
+// PolicyChoice is where a policy sends new connections now.
+type PolicyChoice struct {
+	Name string
+	// Active lists the WANs that take new connections, with their shares.
+	Active []Share
+	// LastResort is set (unreachable, blackhole, main) when no member is
+	// usable and Active is empty.
+	LastResort string
+	Sticky     string
+}
+
+// Share is one WAN's part of a policy's new connections.
+type Share struct {
+	WAN    string  `json:"wan"`
+	Weight int     `json:"-"`
+	Share  float64 `json:"share"`
+}
+
+// Table is an nft table in a form that is both printable as nft syntax and
+// easy to hand to an nft transaction.
+type Table struct {
+	Family string // always "inet"
+	Name   string
+	Sets   []Set
+	Chains []Chain
+}
+
+// Set is an nft set, or a map when Map is non-empty.
+type Set struct {
+	Name string
+	// Type is the key type, e.g. "ipv4_addr" or "ifname".
+	Type string
+	// Map is the value type of a map ("verdict", "mark"); empty for a set.
+	Map      string
+	Flags    []string
+	Elements []Element
+	Comment  string
+}
+
+// Element is a set element, or a map element when Value is non-empty.
+type Element struct {
+	Key, Value string
+}
+
+// Chain is an nft chain; a base chain when Hook is set.
+type Chain struct {
+	Name     string
+	Type     string // filter, nat, route; base chains only
+	Hook     string // prerouting, output, postrouting, ...
+	Priority string // e.g. "mangle", "srcnat"
+	Rules    []string
+	Comment  string
+}
+
+// Rule is one policy-routing rule (`ip rule`).
+type Rule struct {
+	Family   int // 4 or 6
+	Priority int
+	// Mark and Mask match the fwmark when Mask is non-zero.
+	Mark, Mask uint32
+	// Src matches the source address when valid.
+	Src netip.Prefix
+	// Action is "lookup", "unreachable" or "blackhole".
+	Action string
+	// Table is the table looked up when Action is "lookup".
+	Table int
+	// SuppressPrefixLen, when ≥ 0, rejects lookup results whose prefix is
+	// that long or shorter (0: ignore default routes).
+	SuppressPrefixLen int
+	Comment           string
+}
+
+// Route is one route in a WAN's table.
+type Route struct {
+	Family  int
+	Table   int
+	Dst     netip.Prefix
+	Gateway netip.Addr // invalid for a point-to-point link
+	Dev     string
+	Comment string
+}
+
+// Sysctl is one kernel setting, by its path under /proc/sys.
+type Sysctl struct {
+	Key     string // e.g. "net/ipv4/conf/wan1/rp_filter"
+	Value   string
+	Comment string
+}
+
+// Well-known routing table ids.
+const (
+	TableMain = 254
+)
+
+func tableName(id int) string {
+	if id == TableMain {
+		return "main"
+	}
+	return fmt.Sprint(id)
+}
+
+// String renders the rule as `ip rule add` arguments would be written.
+func (r Rule) String() string {
+	var b strings.Builder
+	if r.Family == 6 {
+		b.WriteString("ip -6 rule add")
+	} else {
+		b.WriteString("ip rule add")
+	}
+	fmt.Fprintf(&b, " priority %d", r.Priority)
+	if r.Src.IsValid() {
+		fmt.Fprintf(&b, " from %s", r.Src.Masked())
+	} else {
+		b.WriteString(" from all")
+	}
+	if r.Mask != 0 {
+		fmt.Fprintf(&b, " fwmark %#x/%#x", r.Mark, r.Mask)
+	}
+	switch r.Action {
+	case "lookup":
+		fmt.Fprintf(&b, " lookup %s", tableName(r.Table))
+	default:
+		b.WriteString(" " + r.Action)
+	}
+	if r.SuppressPrefixLen >= 0 {
+		fmt.Fprintf(&b, " suppress_prefixlength %d", r.SuppressPrefixLen)
+	}
+	fmt.Fprintf(&b, " proto %d", RouteProtocol)
+	return b.String()
+}
+
+// String renders the route as `ip route replace` arguments would be written.
+func (r Route) String() string {
+	var b strings.Builder
+	if r.Family == 6 {
+		b.WriteString("ip -6 route replace")
+	} else {
+		b.WriteString("ip route replace")
+	}
+	if r.Dst.Bits() == 0 {
+		b.WriteString(" default")
+	} else {
+		b.WriteString(" " + r.Dst.String())
+	}
+	if r.Gateway.IsValid() {
+		b.WriteString(" via " + r.Gateway.String())
+	}
+	fmt.Fprintf(&b, " dev %s table %s proto %d", r.Dev, tableName(r.Table), RouteProtocol)
+	return b.String()
+}
+
+// String renders the sysctl as `sysctl -w` takes it.
+func (s Sysctl) String() string {
+	return "sysctl -w " + s.Key + "=" + s.Value
+}
+
+// String renders the table in `nft -f` syntax.
+func (t *Table) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table %s %s {\n", t.Family, t.Name)
+	for _, s := range t.Sets {
+		kind := "set"
+		typ := s.Type
+		if s.Map != "" {
+			kind = "map"
+			typ += " : " + s.Map
+		}
+		fmt.Fprintf(&b, "\t%s %s {\n\t\ttype %s\n", kind, s.Name, typ)
+		if len(s.Flags) > 0 {
+			fmt.Fprintf(&b, "\t\tflags %s\n", strings.Join(s.Flags, ", "))
+		}
+		if s.Comment != "" {
+			fmt.Fprintf(&b, "\t\tcomment %q\n", s.Comment)
+		}
+		if len(s.Elements) > 0 {
+			els := make([]string, len(s.Elements))
+			for i, e := range s.Elements {
+				els[i] = e.String()
+			}
+			fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(els, ",\n\t\t\t     "))
+		}
+		b.WriteString("\t}\n")
+	}
+	for _, c := range t.Chains {
+		fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
+		if c.Comment != "" {
+			fmt.Fprintf(&b, "\t\tcomment %q\n", c.Comment)
+		}
+		if c.Hook != "" {
+			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %s; policy accept;\n", c.Type, c.Hook, c.Priority)
+		}
+		for _, r := range c.Rules {
+			fmt.Fprintf(&b, "\t\t%s\n", r)
+		}
+		b.WriteString("\t}\n")
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// String renders the element as nft writes it inside `elements = { }`.
+func (e Element) String() string {
+	if e.Value == "" {
+		return e.Key
+	}
+	return e.Key + " : " + e.Value
+}
+
+// String renders the whole desired state: the nft table, then the rules,
+// routes and sysctls, in the order the daemon applies them.
+func (d *Desired) String() string {
+	var b strings.Builder
+	b.WriteString("# nft table (replaced atomically)\n")
+	b.WriteString(d.Table.String())
+	b.WriteString("\n# routes\n")
+	for _, r := range d.Routes {
+		fmt.Fprintf(&b, "%s\n", r)
+	}
+	b.WriteString("\n# rules\n")
+	for _, r := range d.Rules {
+		if r.Comment != "" {
+			fmt.Fprintf(&b, "%-80s # %s\n", r, r.Comment)
+		} else {
+			fmt.Fprintf(&b, "%s\n", r)
+		}
+	}
+	b.WriteString("\n# sysctls\n")
+	for _, s := range d.Sysctls {
+		if s.Comment != "" {
+			fmt.Fprintf(&b, "%-60s # %s\n", s, s.Comment)
+		} else {
+			fmt.Fprintf(&b, "%s\n", s)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,575 @@
+// Package plan computes the complete kernel state multiwan wants from what is
+// configured and what is observed. It is a pure function: no I/O, no clock,
+// no randomness, so the same inputs always give the same Desired, and tests
+// can pin its output in golden files.
+//
+// How the pieces fit (IPv4; see README "How it works"):
+//
+//	packet ─▶ nft prerouting/output (table inet multiwan)
+//	            known connection: meta mark ← ct mark (WAN id bits)
+//	            new connection:   identify (pre-marked, from a WAN, bound to a WAN
+//	                              address, to a WAN's subnet) or steer (rules, then
+//	                              the default policy) → ct mark ← WAN id
+//	       ─▶ ip rules:  main without default routes (LAN, VPN and link routes win)
+//	                     fwmark WAN id → the WAN's table
+//	                     from a WAN's address → the WAN's table
+//	                     last-resort marks → unreachable / blackhole / main
+//	                     marked for a WAN whose table is empty → unreachable
+//	                     unmarked (the router's own new sockets) → best WAN's table
+//	       ─▶ WAN table: default via the WAN's gateway
+//	       ─▶ nft postrouting: masquerade per WAN
+package plan
+
+import (
+	"cmp"
+	"fmt"
+	"math/bits"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/multiwan/multiwan/internal/config"
+)
+
+// TableName is the nft table multiwan owns (family inet).
+const TableName = "multiwan"
+
+// State is a WAN's health as the planner sees it.
+type State string
+
+// Health states, as in `status --json`.
+const (
+	StateUp       State = "up"
+	StateDegraded State = "degraded"
+	StateDown     State = "down"
+	StateUnknown  State = "unknown"
+)
+
+// Health maps WAN names to their state. A WAN missing from the map is
+// unknown.
+type Health map[string]State
+
+// Link is what the kernel says about a WAN's interface.
+type Link struct {
+	// Exists is true when the interface is present.
+	Exists bool
+	// Up is true when the interface is administratively up and has carrier.
+	Up bool
+	// Addrs are the interface's addresses with their prefix length.
+	Addrs []netip.Prefix
+	// Gateway is the learned next hop for `gateway: auto`; invalid when none
+	// is known.
+	Gateway netip.Addr
+	// PointToPoint is true for links that need no gateway (PPP, tunnels).
+	PointToPoint bool
+}
+
+// Links maps WAN names to what is observed of their interfaces.
+type Links map[string]Link
+
+// Offsets of each group of ip rules from the configured base priority.
+const (
+	prioSuppress   = 0
+	prioMark       = 100 // + WAN id
+	prioSource     = 200 // + WAN id
+	prioLastResort = 300 // + 0 unreachable, 1 blackhole, 2 main
+	prioMarkDead   = 400 // + WAN id
+	prioLocal      = 500
+)
+
+// Plan computes the desired kernel state for cfg when the WANs' health and
+// links are as given, with override naming the WAN a user prefers (`multiwan
+// use`) or empty for the automatic choice. cfg must be valid (config.Parse).
+func Plan(cfg *config.Config, health Health, links Links, override string) *Desired {
+	p := &planner{cfg: cfg, health: health, links: links, override: override}
+	return p.plan()
+}
+
+type planner struct {
+	cfg      *config.Config
+	health   Health
+	links    Links
+	override string
+	d        *Desired
+}
+
+// wanInfo is a WAN's place in the plan.
+type wanInfo struct {
+	cfg     *config.WAN
+	id      int    // 1-based, config order
+	mark    uint32 // id deposited into the id bits of the mask
+	gateway netip.Addr
+	routed  bool // its table has a default route
+	usable  bool // new connections may go to it
+	state   State
+}
+
+func (p *planner) plan() *Desired {
+	cfg := p.cfg
+	mask := cfg.MarkMask
+	movable := uint32(1) << (31 - bits.LeadingZeros32(mask))
+	idMask := mask &^ movable
+	n := len(cfg.WANs)
+	d := &Desired{
+		Marks:           map[string]uint32{},
+		Mask:            mask,
+		IDMask:          idMask,
+		MovableBit:      movable,
+		UnreachableMark: deposit(uint32(n+1), idMask),
+		BlackholeMark:   deposit(uint32(n+2), idMask),
+		MainMark:        deposit(uint32(n+3), idMask),
+	}
+	p.d = d
+
+	wans := make([]*wanInfo, n)
+	byName := map[string]*wanInfo{}
+	for i := range cfg.WANs {
+		w := &cfg.WANs[i]
+		link := p.links[w.Name]
+		wi := &wanInfo{cfg: w, id: i + 1, mark: deposit(uint32(i+1), idMask)}
+		wi.gateway = w.Gateway
+		if w.GatewayAuto {
+			wi.gateway = link.Gateway
+		}
+		wi.routed = link.Exists && link.Up && (wi.gateway.IsValid() || link.PointToPoint)
+		wi.state = p.health[w.Name]
+		if wi.state == "" {
+			wi.state = StateUnknown
+		}
+		if !wi.routed {
+			// Without a route the WAN cannot carry anything, whatever
+			// the probes said last.
+			wi.state = StateDown
+		}
+		wi.usable = wi.state != StateDown
+		wans[i] = wi
+		byName[w.Name] = wi
+		d.Marks[w.Name] = wi.mark
+	}
+
+	for _, pol := range cfg.Policies {
+		d.Policies = append(d.Policies, p.choose(&pol, byName))
+	}
+	if def := d.Policy(cfg.DefaultPolicy); def != nil && len(def.Active) > 0 {
+		best := def.Active[0]
+		for _, s := range def.Active[1:] {
+			if s.Weight > best.Weight {
+				best = s
+			}
+		}
+		d.Best = best.WAN
+	}
+
+	d.Routes = p.routes(wans)
+	d.Rules = p.rules(wans, byName)
+	d.Sysctls = p.sysctls(wans)
+	d.Table = p.table(wans, byName)
+	return d
+}
+
+// deposit spreads the bits of v, lowest first, over the set bits of mask, so
+// that marks work with masks that are not contiguous.
+func deposit(v, mask uint32) uint32 {
+	var out uint32
+	for m := mask; m != 0 && v != 0; m &= m - 1 {
+		bit := m & -m
+		if v&1 != 0 {
+			out |= bit
+		}
+		v >>= 1
+	}
+	return out
+}
+
+// choose decides which members of pol take new connections: the lowest tier
+// with an up member; failing that, the lowest with an unknown one (a WAN
+// that was just configured or whose probes have not finished a round yet);
+// failing that, the lowest with a degraded one. A usable override that is a
+// member wins outright.
+func (p *planner) choose(pol *config.Policy, wans map[string]*wanInfo) PolicyChoice {
+	c := PolicyChoice{Name: pol.Name, Sticky: pol.Sticky}
+	if p.override != "" {
+		for _, m := range pol.Members {
+			if m.WAN == p.override && wans[m.WAN].usable {
+				c.Active = []Share{{WAN: m.WAN, Weight: 1, Share: 1}}
+				return c
+			}
+		}
+	}
+	for _, class := range []State{StateUp, StateUnknown, StateDegraded} {
+		tier := 0
+		for _, m := range pol.Members {
+			if wans[m.WAN].state == class && (tier == 0 || m.Tier < tier) {
+				tier = m.Tier
+			}
+		}
+		if tier == 0 {
+			continue
+		}
+		total := 0
+		for _, m := range pol.Members {
+			if m.Tier == tier && wans[m.WAN].state == class {
+				c.Active = append(c.Active, Share{WAN: m.WAN, Weight: m.Weight})
+				total += m.Weight
+			}
+		}
+		for i := range c.Active {
+			c.Active[i].Share = float64(c.Active[i].Weight) / float64(total)
+		}
+		return c
+	}
+	c.LastResort = pol.LastResort
+	return c
+}
+
+// Policy returns the decision for the named policy, or nil.
+func (d *Desired) Policy(name string) *PolicyChoice {
+	for i := range d.Policies {
+		if d.Policies[i].Name == name {
+			return &d.Policies[i]
+		}
+	}
+	return nil
+}
+
+func (p *planner) routes(wans []*wanInfo) []Route {
+	var out []Route
+	for _, w := range wans {
+		if !w.routed {
+			continue
+		}
+		r := Route{Family: 4, Table: w.cfg.Table, Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: w.cfg.Interface,
+			Comment: w.cfg.Name}
+		if w.gateway.IsValid() {
+			if w.gateway.Is6() {
+				continue // IPv6 uplinks come with dual-stack support.
+			}
+			r.Gateway = w.gateway
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func (p *planner) rules(wans []*wanInfo, byName map[string]*wanInfo) []Rule {
+	base := p.cfg.RulePriority
+	d := p.d
+	rule := func(prio int, comment string) Rule {
+		return Rule{Family: 4, Priority: base + prio, Action: "lookup", SuppressPrefixLen: -1, Comment: comment}
+	}
+	var out []Rule
+	r := rule(prioSuppress, "main first, but not its default routes: LAN, VPN and link routes win")
+	r.Table, r.SuppressPrefixLen = TableMain, 0
+	out = append(out, r)
+	for _, w := range wans {
+		r := rule(prioMark+w.id, "connections of "+w.cfg.Name)
+		r.Mark, r.Mask, r.Table = w.mark, d.IDMask, w.cfg.Table
+		out = append(out, r)
+	}
+	for _, w := range wans {
+		if !p.links[w.cfg.Name].Exists {
+			continue
+		}
+		for _, a := range p.links[w.cfg.Name].Addrs {
+			if !a.Addr().Is4() {
+				continue
+			}
+			r := rule(prioSource+w.id, "sockets bound to "+w.cfg.Name+"'s address")
+			r.Src, r.Table = netip.PrefixFrom(a.Addr(), 32), w.cfg.Table
+			out = append(out, r)
+		}
+	}
+	for i, lr := range []struct {
+		mark   uint32
+		action string
+	}{{d.UnreachableMark, "unreachable"}, {d.BlackholeMark, "blackhole"}, {d.MainMark, "lookup"}} {
+		r := rule(prioLastResort+i, "last resort of a policy with no usable WAN")
+		r.Mark, r.Mask, r.Action = lr.mark, d.IDMask, lr.action
+		if lr.action == "lookup" {
+			r.Table = TableMain
+		}
+		out = append(out, r)
+	}
+	for _, w := range wans {
+		r := rule(prioMarkDead+w.id, "never leak "+w.cfg.Name+"'s connections through another WAN")
+		r.Mark, r.Mask, r.Action = w.mark, d.IDMask, "unreachable"
+		out = append(out, r)
+	}
+	if p.cfg.LocalTraffic && d.Best != "" {
+		r := rule(prioLocal, "the router's own new sockets: source address of the best WAN")
+		r.Mark, r.Mask, r.Table = 0, d.IDMask, byName[d.Best].cfg.Table
+		out = append(out, r)
+	}
+	slices.SortStableFunc(out, func(a, b Rule) int { return cmp.Compare(a.Priority, b.Priority) })
+	return out
+}
+
+func (p *planner) sysctls(wans []*wanInfo) []Sysctl {
+	out := []Sysctl{
+		{Key: "net/ipv4/ip_forward", Value: "1", Comment: "route between LAN and WANs"},
+		{Key: "net/ipv4/fwmark_reflect", Value: "1", Comment: "kernel-made replies (ICMP errors, RSTs) carry the connection's mark"},
+		{Key: "net/ipv4/tcp_fwmark_accept", Value: "1", Comment: "accepted sockets keep the mark of the WAN the SYN came in on"},
+	}
+	for _, w := range wans {
+		if !p.links[w.cfg.Name].Exists {
+			continue
+		}
+		dir := "net/ipv4/conf/" + w.cfg.Interface + "/"
+		out = append(out,
+			Sysctl{Key: dir + "rp_filter", Value: "2", Comment: "loose: replies may arrive on a WAN other than the main table's"},
+			Sysctl{Key: dir + "src_valid_mark", Value: "1", Comment: "reverse-path checks honour the fwmark"},
+		)
+	}
+	return out
+}
+
+// hex formats a mark the way nft prints it back.
+func hex(v uint32) string { return fmt.Sprintf("0x%08x", v) }
+
+func (p *planner) table(wans []*wanInfo, byName map[string]*wanInfo) Table {
+	d := p.d
+	cfg := p.cfg
+	t := Table{Family: "inet", Name: TableName}
+	keepMask := hex(^d.Mask)
+	idMask := hex(d.IDMask)
+
+	// Per-WAN chains: assign a connection to the WAN (keeping the movable
+	// bit and every bit outside the mask), and restore its mark onto a
+	// packet. nft 1.0 cannot combine two registers, hence one small chain
+	// per WAN reached through verdict maps.
+	var restore, byMark, byIIF, byAddr, byNet []Element
+	var natIfs, wanIfs []Element
+	seenAddr := map[netip.Addr]bool{}
+	var wanChains []Chain
+	for _, w := range wans {
+		m := hex(w.mark)
+		assign := "wan_" + w.cfg.Name
+		back := "restore_" + w.cfg.Name
+		wanChains = append(wanChains,
+			Chain{Name: assign, Comment: "new connection leaves by " + w.cfg.Name, Rules: []string{
+				fmt.Sprintf("ct mark set ct mark and %s or %s", hex(^d.IDMask), m),
+				fmt.Sprintf("meta mark set meta mark and %s or %s", keepMask, m),
+			}},
+			Chain{Name: back, Rules: []string{
+				fmt.Sprintf("meta mark set meta mark and %s or %s", keepMask, m),
+			}},
+		)
+		restore = append(restore, Element{Key: m, Value: "goto " + back})
+		byMark = append(byMark, Element{Key: m, Value: "goto " + assign})
+		byIIF = append(byIIF, Element{Key: quote(w.cfg.Interface), Value: "goto " + assign})
+		link := p.links[w.cfg.Name]
+		for _, a := range link.Addrs {
+			if !a.Addr().Is4() {
+				continue
+			}
+			if !seenAddr[a.Addr()] {
+				seenAddr[a.Addr()] = true
+				byAddr = append(byAddr, Element{Key: a.Addr().String(), Value: "goto " + assign})
+			}
+			if a.Bits() < 32 {
+				byNet = append(byNet, Element{Key: a.Masked().String(), Value: "goto " + assign})
+			}
+		}
+		wanIfs = append(wanIfs, Element{Key: quote(w.cfg.Interface)})
+		if w.cfg.NAT == "masquerade" {
+			natIfs = append(natIfs, Element{Key: quote(w.cfg.Interface)})
+		}
+	}
+	byNet = mergeNets(byNet)
+
+	t.Sets = append(t.Sets,
+		Set{Name: "restore", Type: "mark", Map: "verdict", Elements: restore,
+			Comment: "connection's WAN id → copy it onto the packet"},
+		Set{Name: "wan_mark", Type: "mark", Map: "verdict", Elements: byMark,
+			Comment: "packet already marked for a WAN (probes, other tables)"},
+		Set{Name: "wan_iif", Type: "ifname", Map: "verdict", Elements: byIIF,
+			Comment: "connection arrived on a WAN: replies leave by it"},
+		Set{Name: "wan_addr", Type: "ipv4_addr", Map: "verdict", Elements: byAddr,
+			Comment: "router socket bound to a WAN's address"},
+		Set{Name: "wan_net", Type: "ipv4_addr", Map: "verdict", Flags: []string{"interval"}, Elements: byNet,
+			Comment: "destination on a WAN's own subnet"},
+		Set{Name: "wan_ifs", Type: "ifname", Elements: wanIfs,
+			Comment: "every WAN interface"},
+		Set{Name: "nat_oif", Type: "ifname", Elements: natIfs,
+			Comment: "WAN interfaces that masquerade"},
+	)
+
+	steer := Chain{Name: "steer", Comment: "rules in order, then the default policy"}
+	for _, r := range cfg.Rules {
+		sets, rules := p.ruleMatch(r)
+		t.Sets = append(t.Sets, sets...)
+		for _, m := range rules {
+			if r.Movable {
+				m += fmt.Sprintf(" ct mark set ct mark or %s", hex(d.MovableBit))
+			}
+			steer.Rules = append(steer.Rules, strings.TrimSpace(m+" goto "+policyChain(r.Policy))+
+				fmt.Sprintf(" comment %q", "rule "+r.Name))
+		}
+	}
+	steer.Rules = append(steer.Rules, "goto "+policyChain(cfg.DefaultPolicy))
+
+	ctNew := fmt.Sprintf("ct state new ct mark and %s == 0", idMask)
+	pre := Chain{Name: "prerouting", Type: "filter", Hook: "prerouting", Priority: "mangle", Rules: []string{
+		fmt.Sprintf("ct mark and %s vmap @restore", idMask),
+		ctNew + " jump identify",
+		ctNew + " fib daddr type != local jump steer",
+	}}
+	out := Chain{Name: "output", Type: "route", Hook: "output", Priority: "mangle", Rules: []string{
+		fmt.Sprintf("ct mark and %s vmap @restore", idMask),
+		ctNew + " jump identify",
+	}}
+	if cfg.LocalTraffic {
+		out.Rules = append(out.Rules, ctNew+" jump steer")
+	}
+	identify := Chain{Name: "identify", Comment: "connections whose WAN is known before any rule", Rules: []string{
+		fmt.Sprintf("meta mark and %s vmap @wan_mark", idMask),
+		"iifname vmap @wan_iif",
+		"ip saddr vmap @wan_addr",
+		"ip daddr vmap @wan_net",
+	}}
+	post := Chain{Name: "postrouting", Type: "nat", Hook: "postrouting", Priority: "srcnat", Rules: []string{
+		"oifname @nat_oif masquerade",
+	}}
+	// A new connection that neither came from a WAN nor leaves by one (LAN
+	// to LAN, router to LAN) carries no WAN: dropping the mark here keeps
+	// a dead WAN's cleanup from cutting it.
+	inside := Chain{Name: "inside", Type: "filter", Hook: "postrouting", Priority: "mangle", Rules: []string{
+		fmt.Sprintf("ct state new ct mark and %s != 0 iifname != @wan_ifs oifname != @wan_ifs ct mark set ct mark and %s", idMask, keepMask),
+	}}
+	t.Chains = append(t.Chains, pre, out, inside, post, identify, steer)
+
+	for _, c := range d.Policies {
+		t.Chains = append(t.Chains, p.policyChain(c, byName))
+	}
+	t.Chains = append(t.Chains, wanChains...)
+	return t
+}
+
+func policyChain(name string) string {
+	if wan, ok := strings.CutPrefix(name, "wan:"); ok {
+		return "pin_" + wan
+	}
+	return "policy_" + name
+}
+
+// policyChain renders a policy decision: one WAN, a weighted random or
+// source-hashed choice among several, or the last resort.
+func (p *planner) policyChain(c PolicyChoice, byName map[string]*wanInfo) Chain {
+	d := p.d
+	ch := Chain{Name: policyChain(c.Name)}
+	switch {
+	case len(c.Active) == 1:
+		ch.Comment = "all new connections to " + c.Active[0].WAN
+		ch.Rules = []string{"goto wan_" + c.Active[0].WAN}
+	case len(c.Active) > 1:
+		var total int
+		var els []string
+		for _, s := range c.Active {
+			first := total
+			total += s.Weight
+			key := fmt.Sprint(first)
+			if s.Weight > 1 {
+				key = fmt.Sprintf("%d-%d", first, total-1)
+			}
+			els = append(els, key+" : goto wan_"+s.WAN)
+		}
+		vmap := fmt.Sprintf("mod %d vmap { %s }", total, strings.Join(els, ", "))
+		if c.Sticky == "source" {
+			ch.Comment = "weighted by source address: one LAN host keeps one WAN"
+			ch.Rules = []string{
+				"meta nfproto ipv4 jhash ip saddr " + vmap,
+				"meta nfproto ipv6 jhash ip6 saddr " + vmap,
+			}
+		} else {
+			ch.Comment = "weighted per connection"
+			ch.Rules = []string{"numgen random " + vmap}
+		}
+	default:
+		mark := map[string]uint32{"unreachable": d.UnreachableMark, "blackhole": d.BlackholeMark, "main": d.MainMark}[c.LastResort]
+		ch.Comment = "no usable WAN: " + c.LastResort
+		// Only the packet is marked, not the connection: its next packet
+		// is classified again and finds a WAN as soon as one is back.
+		ch.Rules = []string{fmt.Sprintf("meta mark set meta mark and %s or %s", hex(^d.Mask), hex(mark))}
+	}
+	return ch
+}
+
+func quote(s string) string { return `"` + s + `"` }
+
+// ruleMatch renders the match part of a steering rule. Address and port lists
+// become named sets, so a rule costs one nft rule per address family however
+// long its lists are.
+func (p *planner) ruleMatch(r config.Rule) ([]Set, []string) {
+	var sets []Set
+	var common []string
+	if len(r.IIF) > 0 {
+		var els []Element
+		for _, i := range slices.Compact(slices.Sorted(slices.Values(r.IIF))) {
+			els = append(els, Element{Key: quote(i)})
+		}
+		name := "r_" + setName(r.Name) + "_iif"
+		sets = append(sets, Set{Name: name, Type: "ifname", Elements: els})
+		common = append(common, "iifname @"+name)
+	}
+	if r.Proto != "" {
+		common = append(common, "meta l4proto "+r.Proto)
+	}
+	for _, pp := range []struct {
+		dir   string
+		ports []config.PortRange
+	}{{"sport", r.SrcPort}, {"dport", r.DstPort}} {
+		if len(pp.ports) == 0 {
+			continue
+		}
+		name := "r_" + setName(r.Name) + "_" + pp.dir
+		s := Set{Name: name, Type: "inet_service", Flags: []string{"interval"}, Elements: mergePorts(pp.ports)}
+		sets = append(sets, s)
+		common = append(common, "th "+pp.dir+" @"+name)
+	}
+
+	src4, src6 := split(r.Src)
+	dst4, dst6 := split(r.Dst)
+	var rules []string
+	family := func(fam, ip, typ string, src, dst []netip.Prefix) {
+		m := []string{}
+		if len(r.Src) > 0 || len(r.Dst) > 0 {
+			if (len(r.Src) > 0 && len(src) == 0) || (len(r.Dst) > 0 && len(dst) == 0) {
+				return // the rule cannot match this family
+			}
+		} else {
+			if fam == "6" {
+				return // no addresses: one rule covers both families
+			}
+			rules = append(rules, strings.Join(common, " "))
+			return
+		}
+		for _, a := range []struct {
+			dir  string
+			list []netip.Prefix
+		}{{"saddr", src}, {"daddr", dst}} {
+			if len(a.list) == 0 {
+				continue
+			}
+			name := "r_" + setName(r.Name) + "_" + map[string]string{"saddr": "src", "daddr": "dst"}[a.dir] + fam
+			sets = append(sets, Set{Name: name, Type: typ, Flags: []string{"interval"}, Elements: prefixElements(a.list)})
+			m = append(m, ip+" "+a.dir+" @"+name)
+		}
+		rules = append(rules, strings.Join(append(m, common...), " "))
+	}
+	family("4", "ip", "ipv4_addr", src4, dst4)
+	family("6", "ip6", "ipv6_addr", src6, dst6)
+	return sets, rules
+}
+
+func setName(rule string) string { return strings.ReplaceAll(rule, "-", "_") }
+
+func split(ps []netip.Prefix) (v4, v6 []netip.Prefix) {
+	for _, p := range ps {
+		if p.Addr().Is4() {
+			v4 = append(v4, p)
+		} else {
+			v6 = append(v6, p)
+		}
+	}
+	return v4, v6
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages multiwan's tests and demo need, only those
+# missing. Needs root (the tests do too).
+set -euo pipefail
+declare -A pkg=(
+  [nft]=nftables [ip]=iproute2 [conntrack]=conntrack [curl]=curl
+  [iperf3]=iperf3 [dnsmasq]=dnsmasq-base [dhclient]=isc-dhcp-client [socat]=socat
+)
+missing=()
+for cmd in "${!pkg[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg[$cmd]}")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps: missing packages ${missing[*]}; run as root (sudo make test) to install them" >&2
+  exit 1
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
