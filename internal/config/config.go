@@ -82,7 +82,10 @@ type WAN struct {
 
 // Probe configures health probing of a WAN.
 type Probe struct {
-	Method      string // icmp, tcp, http, dns
+	Method string // icmp, tcp, http, dns
+	// Targets are as written: IP addresses for icmp, IP:port for tcp,
+	// http(s) URLs for http, IP or IP:port (53 implied) for dns. Empty only
+	// for icmp, meaning the gateway is probed.
 	Targets     []string
 	Interval    time.Duration
 	Timeout     time.Duration
@@ -124,6 +127,9 @@ type Rule struct {
 	// Src and Dst are prefixes (single addresses are /32 or /128).
 	Src, Dst []netip.Prefix
 	// Proto is empty (any), or a protocol name such as tcp, udp, icmp.
+	// Numbers in the config become names where there is one (6 → tcp);
+	// others stay decimal ("99"). Either form is valid after nft's
+	// `meta l4proto`.
 	Proto string
 	// SrcPort and DstPort are port ranges; empty means any.
 	SrcPort, DstPort []PortRange

@@ -1,0 +1,210 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/multiwan/multiwan/internal/lab"
+)
+
+// newLab builds a lab that is removed when the test ends, however it ends.
+func newLab(t *testing.T, isps int) *lab.Lab {
+	t.Helper()
+	return lab.NewForTest(t, lab.Options{ISPs: isps, Logf: t.Logf})
+}
+
+// wanYAML is the `wans:` entry of ISP k in the lab.
+func wanYAML(k int) string {
+	return fmt.Sprintf("  - name: isp%d\n    interface: %s\n    gateway: %s\n", k, lab.WANIface(k), lab.ISPGateway(k))
+}
+
+// labConfig returns a config for the lab's ISPs 1..isps with the given
+// policies, rules and default policy (YAML fragments).
+func labConfig(t *testing.T, isps int, policies, rules, defaultPolicy string) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("wans:\n")
+	for k := 1; k <= isps; k++ {
+		b.WriteString(wanYAML(k))
+	}
+	b.WriteString("policies:\n" + policies)
+	if rules != "" {
+		b.WriteString("rules:\n" + rules)
+	}
+	fmt.Fprintf(&b, "default_policy: %s\ncontrol:\n  socket: %s\n", defaultPolicy, filepath.Join(t.TempDir(), "mw.sock"))
+	return b.String()
+}
+
+const failover12 = `  - name: failover
+    members:
+      - {wan: isp1, tier: 1}
+      - {wan: isp2, tier: 2}
+`
+
+// router is a multiwan daemon running in the lab's router namespace.
+type router struct {
+	t    *testing.T
+	lab  *lab.Lab
+	cfg  string
+	proc *lab.Proc
+}
+
+// startRouter writes cfg to a file and runs `multiwan run` on it in the
+// router namespace, waiting until the daemon says it installed its plan. At
+// the end of the test the daemon is stopped with SIGTERM, must exit 0 and
+// must leave nothing of its own behind.
+func startRouter(t *testing.T, l *lab.Lab, cfg string) *router {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "multiwan.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := &router{t: t, lab: l, cfg: path}
+	r.start()
+	t.Cleanup(func() {
+		if r.proc == nil || r.proc.Exited() {
+			return
+		}
+		r.stop()
+		r.assertClean()
+	})
+	return r
+}
+
+func (r *router) start() {
+	r.t.Helper()
+	p, err := r.lab.Start(lab.NSRouter, multiwanBin, "run", "-c", r.cfg, "--log-level", "debug")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.proc = p
+	r.waitLog("msg=installed", 10*time.Second)
+}
+
+// waitLog waits until the daemon's output contains s.
+func (r *router) waitLog(s string, timeout time.Duration) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := r.lab.WaitFor(ctx, func() error {
+		if strings.Contains(r.proc.Output(), s) {
+			return nil
+		}
+		if r.proc.Exited() {
+			return fmt.Errorf("daemon exited")
+		}
+		return fmt.Errorf("no %q in the log yet", s)
+	})
+	if err != nil {
+		r.t.Fatalf("waiting for %q: %v\ndaemon output:\n%s", s, err, r.proc.Output())
+	}
+}
+
+// stop sends SIGTERM and requires a clean exit.
+func (r *router) stop() {
+	r.t.Helper()
+	if err := r.proc.Signal(syscall.SIGTERM); err != nil {
+		r.t.Fatalf("SIGTERM: %v", err)
+	}
+	if err := r.proc.Wait(15 * time.Second); err != nil {
+		r.t.Fatalf("daemon did not exit cleanly after SIGTERM: %v\n%s", err, r.proc.Output())
+	}
+}
+
+// kill9 kills the daemon without giving it a chance to clean up.
+func (r *router) kill9() {
+	r.t.Helper()
+	if err := r.proc.Signal(syscall.SIGKILL); err != nil {
+		r.t.Fatal(err)
+	}
+	_ = r.proc.Wait(5 * time.Second)
+}
+
+// exec runs a command in namespace ns and fails the test on error.
+func execIn(t *testing.T, l *lab.Lab, ns string, argv ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := l.Exec(ctx, ns, argv...)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+	return string(out)
+}
+
+// ourRules lists the router's ip rules installed by multiwan (protocol 77).
+func ourRules(t *testing.T, l *lab.Lab) []string {
+	t.Helper()
+	var ours []string
+	for _, line := range strings.Split(execIn(t, l, lab.NSRouter, "ip", "rule", "show"), "\n") {
+		if strings.Contains(line, "proto 77") {
+			ours = append(ours, strings.TrimSpace(line))
+		}
+	}
+	return ours
+}
+
+// assertClean checks that nothing of multiwan's is left in the router.
+func (r *router) assertClean() {
+	r.t.Helper()
+	if tables := execIn(r.t, r.lab, lab.NSRouter, "nft", "list", "tables"); strings.Contains(tables, "multiwan") {
+		r.t.Errorf("nft table left after stop:\n%s", tables)
+	}
+	if rules := ourRules(r.t, r.lab); len(rules) > 0 {
+		r.t.Errorf("ip rules left after stop: %v", rules)
+	}
+	if routes := execIn(r.t, r.lab, lab.NSRouter, "ip", "route", "show", "table", "all", "proto", "77"); strings.TrimSpace(routes) != "" {
+		r.t.Errorf("routes left after stop:\n%s", routes)
+	}
+}
+
+// seenFrom fetches the whoami service from namespace ns (curl) and returns
+// the address the server saw, i.e. which ISP the connection left by.
+func seenFrom(t *testing.T, l *lab.Lab, ns, url string, curlArgs ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	body, err := l.Curl(ctx, ns, url, curlArgs...)
+	if err != nil {
+		t.Fatalf("curl %s from %s: %v", url, ns, err)
+	}
+	return body
+}
+
+// eventually waits until fetching url from ns is answered as seen from
+// want, so tests follow the daemon's reaction without sleeping.
+func eventually(t *testing.T, l *lab.Lab, ns, url, want string, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last string
+	err := l.WaitFor(ctx, func() error {
+		c, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		body, err := l.Curl(c, ns, url)
+		last = body
+		if err != nil {
+			return err
+		}
+		if body != want {
+			return fmt.Errorf("seen from %s", body)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s from %s: want it seen from %s: %v (last answer %q)", url, ns, want, err, last)
+	}
+}
+
+func httpURL(addr string, port int) string {
+	if port == 80 {
+		return "http://" + addr + "/"
+	}
+	return fmt.Sprintf("http://%s:%d/", addr, port)
+}

@@ -1,0 +1,474 @@
+package config
+
+import (
+	"math"
+	"path/filepath"
+	"time"
+)
+
+// Limits that are not defaults.
+const (
+	// maxRulePriority leaves room for the 600 priorities multiwan's ip rules
+	// occupy below 32000, where distributions start their own rules.
+	maxRulePriority = 32000 - 600
+	// minProbeInterval keeps a typo (1ns) from flooding a target.
+	minProbeInterval = 10 * time.Millisecond
+	maxWeight        = 1000
+	// maxInt bounds counts with no natural limit (tiers, rounds), so that
+	// they fit an int anywhere.
+	maxInt = math.MaxInt32
+)
+
+// sources keeps the values that the cross-checks of check.go point their
+// errors at. A value whose key was absent is the zero value.
+type sources struct {
+	markMask      value
+	wans          value
+	wan           []wanSource
+	policy        []policySource
+	rule          []ruleSource
+	defaultPolicy value
+}
+
+type wanSource struct {
+	name, iface, table value
+}
+
+type policySource struct {
+	name    value
+	members []value // each member's wan value
+}
+
+type ruleSource struct {
+	name, wan, policy   value
+	wanName, policyName string
+}
+
+// given reports whether the value's key was present.
+func (v value) given() bool { return v.d != nil }
+
+// require reports each of names missing from a mapping, at the mapping.
+func (v value) require(keys map[string]Pos, names ...string) {
+	for _, name := range names {
+		if _, ok := keys[name]; !ok {
+			v.d.addError(v.pos, "%s is required", name)
+		}
+	}
+}
+
+// config decodes the top level and runs the cross-checks.
+func (d *decoder) config(root value) *Config {
+	c := &Config{
+		File:         d.file,
+		MarkMask:     DefaultMarkMask,
+		RulePriority: DefaultRulePriority,
+		LocalTraffic: DefaultLocalTraffic,
+		Control:      Control{Socket: DefaultSocket, Mode: DefaultSocketMode},
+	}
+	var src sources
+	keys, ok := root.mapping("", fields{
+		"mark_mask": func(v value) {
+			src.markMask = v
+			if m, ok := v.integer(0, math.MaxUint32); ok {
+				if m == 0 {
+					v.errorf("must not be 0")
+				}
+				c.MarkMask = uint32(m)
+			}
+		},
+		"rule_priority": func(v value) {
+			if n, ok := v.integer(1, maxRulePriority); ok {
+				c.RulePriority = int(n)
+			}
+		},
+		"wans": func(v value) {
+			src.wans = v
+			items, ok := v.list(false)
+			for _, item := range items {
+				// Every item counts, even a broken one: a WAN's default
+				// table depends on its position.
+				w, ws := d.wan(item, len(c.WANs)+1)
+				c.WANs = append(c.WANs, w)
+				src.wan = append(src.wan, ws)
+			}
+			if ok && len(items) == 0 {
+				v.errorf("at least one WAN is required")
+			}
+		},
+		"policies": func(v value) {
+			items, _ := v.list(false)
+			for _, item := range items {
+				p, ps := d.policy(item)
+				c.Policies = append(c.Policies, p)
+				src.policy = append(src.policy, ps)
+			}
+		},
+		"rules": func(v value) {
+			items, _ := v.list(false)
+			for _, item := range items {
+				r, rs := d.rule(item)
+				c.Rules = append(c.Rules, r)
+				src.rule = append(src.rule, rs)
+			}
+		},
+		"default_policy": func(v value) {
+			src.defaultPolicy = v
+			c.DefaultPolicy, _ = v.str()
+		},
+		"local_traffic": func(v value) {
+			if b, ok := v.boolean(); ok {
+				c.LocalTraffic = b
+			}
+		},
+		"control": func(v value) { d.control(v, &c.Control) },
+		"hooks": func(v value) {
+			items, _ := v.list(false)
+			for _, item := range items {
+				if p, ok := absPath(item); ok {
+					c.Hooks = append(c.Hooks, p)
+				}
+			}
+		},
+	})
+	if !ok {
+		return nil
+	}
+	// A missing top-level key is the whole file's fault: point at its start
+	// rather than at whichever key happens to come first.
+	for _, name := range []string{"wans", "default_policy"} {
+		if _, ok := keys[name]; !ok {
+			d.addError(Pos{1, 1}, "%s is required", name)
+		}
+	}
+	d.check(c, &src)
+	return c
+}
+
+func (d *decoder) wan(v value, index int) (WAN, wanSource) {
+	w := WAN{
+		Table: DefaultTableBase + index,
+		NAT:   DefaultNAT,
+		Probe: Probe{
+			Method:      DefaultProbeMethod,
+			Interval:    DefaultProbeInterval,
+			Timeout:     DefaultProbeTimeout,
+			Down:        DefaultProbeDown,
+			Up:          DefaultProbeUp,
+			Reliability: DefaultReliability,
+			MaxLoss:     -1,
+		},
+		Pos: v.pos,
+	}
+	var src wanSource
+	keys, ok := v.mapping("wan", fields{
+		"name": func(v value) {
+			src.name = v
+			w.Name, _ = name(v, "WAN", maxWANName)
+		},
+		"interface": func(v value) {
+			src.iface = v
+			w.Interface, _ = ifname(v)
+		},
+		"gateway": func(v value) {
+			s, ok := v.text("an IP address or auto")
+			if !ok {
+				return
+			}
+			if s == "auto" {
+				w.GatewayAuto = true
+				return
+			}
+			a, ok := addr(v, s, "an IP address or auto")
+			if !ok {
+				return
+			}
+			if a.IsUnspecified() || a.IsMulticast() {
+				v.errorf("%s is not a usable gateway address", a)
+				return
+			}
+			w.Gateway = a
+		},
+		"table": func(v value) {
+			src.table = v
+			w.Table = 0 // not checked for clashes unless valid
+			n, ok := v.integer(1, math.MaxUint32)
+			if !ok {
+				return
+			}
+			if what, reserved := reservedTables[n]; reserved {
+				v.errorf("%d is reserved for the kernel's %s table", n, what)
+				return
+			}
+			w.Table = int(n)
+		},
+		"nat": func(v value) {
+			if s, ok := v.oneOf("masquerade", "none"); ok {
+				w.NAT = s
+			}
+		},
+		"probe": func(v value) { d.probe(v, &w.Probe) },
+	})
+	if ok {
+		v.require(keys, "name", "interface", "gateway")
+	}
+	return w, src
+}
+
+// reservedTables are the routing tables the kernel itself uses.
+var reservedTables = map[int64]string{253: "default", 254: "main", 255: "local"}
+
+func (d *decoder) probe(v value, p *Probe) {
+	var targets, reliability value
+	methodOK := true
+	_, ok := v.mapping("probe", fields{
+		"method": func(v value) {
+			p.Method, methodOK = v.oneOf("icmp", "tcp", "http", "dns")
+		},
+		"targets": func(v value) { targets = v },
+		"interval": func(v value) {
+			if t, ok := v.duration(minProbeInterval); ok {
+				p.Interval = t
+			}
+		},
+		"timeout": func(v value) {
+			if t, ok := v.duration(positive); ok {
+				p.Timeout = t
+			}
+		},
+		"down": func(v value) {
+			if n, ok := v.integer(1, maxInt); ok {
+				p.Down = int(n)
+			}
+		},
+		"up": func(v value) {
+			if n, ok := v.integer(1, maxInt); ok {
+				p.Up = int(n)
+			}
+		},
+		"reliability": func(v value) {
+			if n, ok := v.integer(1, maxInt); ok {
+				p.Reliability = int(n)
+				reliability = v
+			}
+		},
+		"max_loss": func(v value) {
+			if f, ok := v.percentage(); ok {
+				p.MaxLoss = f
+			}
+		},
+		"max_rtt": func(v value) {
+			if t, ok := v.duration(positive); ok {
+				p.MaxRTT = t
+			}
+		},
+	})
+	if !ok {
+		return
+	}
+	// Targets are checked once the method, which may come later in the
+	// mapping, is known.
+	items, _ := targets.list(false)
+	seen := map[string]bool{}
+	for _, item := range items {
+		s, ok := item.str()
+		if !ok {
+			continue
+		}
+		if methodOK && !checkTarget(item, p.Method, s) {
+			continue
+		}
+		if seen[s] {
+			item.errorf("duplicate target %q", s)
+			continue
+		}
+		seen[s] = true
+		p.Targets = append(p.Targets, s)
+	}
+	if len(items) == 0 && methodOK && p.Method != "icmp" {
+		// Only ICMP can fall back to pinging the gateway.
+		if targets.given() {
+			targets.errorf("a %s probe needs at least one target", p.Method)
+		} else {
+			v.d.addError(v.pos, "a %s probe needs targets", p.Method)
+		}
+	}
+	if reliability.given() {
+		switch {
+		case len(items) == 0 && p.Reliability > 1:
+			reliability.errorf("must be 1 when the gateway is probed, got %d", p.Reliability)
+		case len(items) > 0 && p.Reliability > len(items):
+			reliability.errorf("must be in 1..%d (the number of targets), got %d", len(items), p.Reliability)
+		}
+	}
+}
+
+func (d *decoder) policy(v value) (Policy, policySource) {
+	p := Policy{LastResort: DefaultLastResort, Sticky: DefaultSticky, Pos: v.pos}
+	var src policySource
+	keys, ok := v.mapping("policy", fields{
+		"name": func(v value) {
+			src.name = v
+			p.Name, _ = name(v, "policy", maxPolicyName)
+		},
+		"members": func(v value) {
+			items, ok := v.list(false)
+			for _, item := range items {
+				m, wan := d.member(item)
+				p.Members = append(p.Members, m)
+				src.members = append(src.members, wan)
+			}
+			if ok && len(items) == 0 {
+				v.errorf("a policy needs at least one member")
+			}
+		},
+		"last_resort": func(v value) {
+			if s, ok := v.oneOf("unreachable", "blackhole", "main"); ok {
+				p.LastResort = s
+			}
+		},
+		"sticky": func(v value) {
+			if s, ok := v.oneOf("flow", "source"); ok {
+				p.Sticky = s
+			}
+		},
+	})
+	if ok {
+		v.require(keys, "name", "members")
+	}
+	return p, src
+}
+
+// member decodes one policy member; it also returns the member's wan
+// value, for the check that the WAN exists.
+func (d *decoder) member(v value) (Member, value) {
+	m := Member{Tier: DefaultTier, Weight: DefaultWeight}
+	var wan value
+	keys, ok := v.mapping("member", fields{
+		"wan": func(v value) {
+			wan = v
+			m.WAN, _ = v.str()
+		},
+		"tier": func(v value) {
+			if n, ok := v.integer(1, maxInt); ok {
+				m.Tier = int(n)
+			}
+		},
+		"weight": func(v value) {
+			if n, ok := v.integer(1, maxWeight); ok {
+				m.Weight = int(n)
+			}
+		},
+	})
+	if ok {
+		v.require(keys, "wan")
+	}
+	return m, wan
+}
+
+func (d *decoder) rule(v value) (Rule, ruleSource) {
+	r := Rule{Pos: v.pos}
+	var src ruleSource
+	var ports []value
+	protoOK := true
+	keys, ok := v.mapping("rule", fields{
+		"name": func(v value) {
+			src.name = v
+			r.Name, _ = name(v, "rule", maxRuleName)
+		},
+		"src":   func(v value) { r.Src = prefixes(v) },
+		"dst":   func(v value) { r.Dst = prefixes(v) },
+		"proto": func(v value) { r.Proto, protoOK = proto(v) },
+		"src_port": func(v value) {
+			r.SrcPort = portRanges(v)
+			ports = append(ports, v)
+		},
+		"dst_port": func(v value) {
+			r.DstPort = portRanges(v)
+			ports = append(ports, v)
+		},
+		"iif": func(v value) {
+			items := matchList(v)
+			for _, item := range items {
+				if s, ok := ifname(item); ok {
+					r.IIF = append(r.IIF, s)
+				}
+			}
+		},
+		"wan": func(v value) {
+			src.wan = v
+			if s, ok := v.str(); ok {
+				src.wanName = s
+				r.Policy = ImplicitPolicyName(s)
+			}
+		},
+		"policy": func(v value) {
+			src.policy = v
+			if s, ok := v.str(); ok {
+				src.policyName = s
+				r.Policy = s
+			}
+		},
+		"movable": func(v value) { r.Movable, _ = v.boolean() },
+	})
+	if !ok {
+		return r, src
+	}
+	v.require(keys, "name")
+	wanPos, hasWAN := keys["wan"]
+	policyPos, hasPolicy := keys["policy"]
+	switch {
+	case hasWAN && hasPolicy:
+		// Point at whichever of the two comes second: that is the one to
+		// reconsider.
+		at := policyPos
+		if wanPos.Line > at.Line || (wanPos.Line == at.Line && wanPos.Col > at.Col) {
+			at = wanPos
+		}
+		d.addError(at, "a rule takes wan or policy, not both")
+	case !hasWAN && !hasPolicy:
+		d.addError(v.pos, "a rule needs wan or policy")
+	}
+	// Only these protocols have ports; nft would reject `th dport` on others
+	// or, worse, match garbage.
+	if protoOK && !portProtos[r.Proto] {
+		for _, p := range ports {
+			if r.Proto == "" {
+				p.errorf("ports need proto tcp, udp, sctp or udplite")
+			} else {
+				p.errorf("ports need proto tcp, udp, sctp or udplite, not %s", r.Proto)
+			}
+		}
+	}
+	return r, src
+}
+
+var portProtos = map[string]bool{"tcp": true, "udp": true, "sctp": true, "udplite": true}
+
+func (d *decoder) control(v value, c *Control) {
+	v.mapping("control", fields{
+		"socket": func(v value) {
+			if p, ok := absPath(v); ok {
+				c.Socket = p
+			}
+		},
+		"mode": func(v value) {
+			if m, ok := fileMode(v); ok {
+				c.Mode = m
+			}
+		},
+	})
+}
+
+// absPath decodes an absolute file path. Relative ones are refused: the
+// daemon's working directory is nothing the user controls.
+func absPath(v value) (string, bool) {
+	s, ok := v.str()
+	if !ok {
+		return "", false
+	}
+	if !filepath.IsAbs(s) {
+		v.errorf("%q is not an absolute path", s)
+		return "", false
+	}
+	return s, true
+}
