@@ -4,7 +4,7 @@
 set -euo pipefail
 declare -A pkg=(
   [nft]=nftables [ip]=iproute2 [conntrack]=conntrack [curl]=curl
-  [iperf3]=iperf3 [dnsmasq]=dnsmasq-base [dhclient]=isc-dhcp-client [socat]=socat
+  [iperf3]=iperf3 [dnsmasq]=dnsmasq-base [dhclient]=isc-dhcp-client [socat]=socat [ping]=iputils-ping
 )
 missing=()
 for cmd in "${!pkg[@]}"; do

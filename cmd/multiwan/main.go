@@ -169,7 +169,7 @@ func runDaemon(args []string, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	k, err := kernel.New()
+	k, err := kernel.New(plan.TableName)
 	if err != nil {
 		log.Error("cannot reach the kernel", "err", err)
 		return 1

@@ -1,0 +1,113 @@
+// Package kernel applies a plan.Desired to the running kernel: multiwan's nft
+// table, its policy-routing rules and routes, and the sysctls fwmark routing
+// needs.
+//
+// The adapters are thin on purpose: every decision is made by the planner,
+// and this package only makes the kernel match it, touching nothing that is
+// not multiwan's. Ownership is explicit: one nft table by name, and rules and
+// routes whose protocol is plan.RouteProtocol. Applying the same Desired
+// twice changes nothing, so a daemon restarted after kill -9 adopts the state
+// its predecessor left without a window in which rules or routes are missing.
+//
+// Everything here acts on the network namespace of the calling thread, which
+// for the daemon is the namespace the process runs in: netlink sockets are
+// opened per request, nft is executed as a child process, and sysctls are
+// read through /proc/sys. Nothing switches namespaces.
+package kernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/multiwan/multiwan/internal/plan"
+)
+
+// Kernel applies and removes the complete desired state. It is not safe for
+// concurrent use; the daemon's reconciler is its only caller.
+type Kernel struct {
+	NFT
+	Routing
+	Sysctls
+}
+
+// New returns a Kernel that owns the nft table `inet <table>` and uses the
+// real /proc/sys. It fails when nft cannot be run.
+func New(table string) (*Kernel, error) {
+	n, err := NewNFT(table)
+	if err != nil {
+		return nil, err
+	}
+	return &Kernel{NFT: *n}, nil
+}
+
+// Apply makes the kernel match d. The order matters: sysctls and routes
+// first, then the rules that point at the routes, and the nft table last, so
+// that no packet is marked before the rules and routes for its mark exist.
+//
+// A failure in one stage does not stop the later ones: the nft table is what
+// moves new connections off a dead WAN, and refusing to install it because,
+// say, one WAN's interface vanished between planning and applying would keep
+// traffic on that dead WAN. All errors are returned, joined.
+func (k *Kernel) Apply(ctx context.Context, d *plan.Desired, log *slog.Logger) error {
+	log = orDiscard(log)
+	var errs []error
+	if err := k.Sysctls.Apply(d.Sysctls, log); err != nil {
+		errs = append(errs, fmt.Errorf("sysctls: %w", err))
+	}
+	routesAdded, routesDeleted, err := k.ApplyRoutes(d.Routes)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("routes: %w", err))
+	}
+	rulesAdded, rulesDeleted, err := k.ApplyRules(d.Rules)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("rules: %w", err))
+	}
+	if err := k.NFT.Apply(ctx, &d.Table); err != nil {
+		errs = append(errs, fmt.Errorf("nft table: %w", err))
+	}
+
+	level := slog.LevelDebug
+	msg := "kernel routing unchanged"
+	if routesAdded+routesDeleted+rulesAdded+rulesDeleted > 0 {
+		level, msg = slog.LevelInfo, "kernel routing updated"
+	}
+	log.Log(ctx, level, msg,
+		"rules_added", rulesAdded, "rules_deleted", rulesDeleted,
+		"routes_added", routesAdded, "routes_deleted", routesDeleted)
+	return errors.Join(errs...)
+}
+
+// Remove takes away everything Apply installed, in the reverse order: the
+// nft table first so that nothing is marked any more, then the rules, then
+// the routes they pointed at, then the sysctls are restored. It carries on
+// past errors so that as much as possible is cleaned up.
+func (k *Kernel) Remove(ctx context.Context, log *slog.Logger) error {
+	log = orDiscard(log)
+	var errs []error
+	if err := k.NFT.Remove(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("nft table: %w", err))
+	}
+	rules, err := k.removeRules()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("rules: %w", err))
+	}
+	routes, err := k.removeRoutes()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("routes: %w", err))
+	}
+	if err := k.Restore(log); err != nil {
+		errs = append(errs, fmt.Errorf("sysctls: %w", err))
+	}
+	log.Info("kernel state removed", "table", k.NFT.table, "rules_deleted", rules, "routes_deleted", routes)
+	return errors.Join(errs...)
+}
+
+// orDiscard lets callers pass a nil logger, as tests and one-shot commands do.
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
+}

@@ -1,0 +1,219 @@
+package kernel
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"sigs.k8s.io/knftables"
+
+	"github.com/multiwan/multiwan/internal/plan"
+)
+
+// NFT owns one nft table of the inet family and replaces it as a whole.
+// It never touches another table and never flushes the ruleset, so it
+// coexists with firewalls and other mark users.
+type NFT struct {
+	nft   knftables.Interface
+	table string
+}
+
+// NewNFT returns an NFT for the table `inet <table>`, run through the nft
+// binary. It fails when nft is missing or not usable (no permission, no
+// nf_tables in the kernel).
+func NewNFT(table string) (*NFT, error) {
+	nft, err := knftables.New(knftables.InetFamily, table)
+	if err != nil {
+		return nil, fmt.Errorf("nft: %w", err)
+	}
+	return NewNFTFromInterface(nft, table), nil
+}
+
+// NewNFTFromInterface returns an NFT that uses nft, which must have been
+// created for the inet family and the same table name; tests pass a
+// knftables.Fake.
+func NewNFTFromInterface(nft knftables.Interface, table string) *NFT {
+	return &NFT{nft: nft, table: table}
+}
+
+// Apply replaces the table with t in one nft transaction: the kernel either
+// has the old table or the new one, never a mix and never none. The table is
+// added (so that deleting it cannot fail when it is absent), deleted, and
+// added again with all its contents.
+func (n *NFT) Apply(ctx context.Context, t *plan.Table) error {
+	tx, err := n.transaction(t)
+	if err != nil {
+		return err
+	}
+	if err := n.nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("replace table inet %s: %w", n.table, err)
+	}
+	return nil
+}
+
+// Remove deletes the table. A missing table is not an error.
+func (n *NFT) Remove(ctx context.Context) error {
+	tx := n.nft.NewTransaction()
+	// Add then delete: the same "destroy" idiom as in Apply, which works on
+	// nft releases that predate `nft destroy`.
+	tx.Add(&knftables.Table{})
+	tx.Delete(&knftables.Table{})
+	if err := n.nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("delete table inet %s: %w", n.table, err)
+	}
+	return nil
+}
+
+// Current reports whether the table exists, e.g. left by a previous run that
+// was killed; the daemon logs that it adopts it.
+func (n *NFT) Current(ctx context.Context) (bool, error) {
+	_, err := n.nft.List(ctx, "chains")
+	switch {
+	case err == nil:
+		return true, nil
+	case knftables.IsNotFound(err):
+		return false, nil
+	default:
+		return false, fmt.Errorf("list table inet %s: %w", n.table, err)
+	}
+}
+
+// transaction builds the whole replacement. Everything is validated here, so
+// that a bad plan fails before nft is run and leaves the old table in place.
+func (n *NFT) transaction(t *plan.Table) (*knftables.Transaction, error) {
+	if t.Family != string(knftables.InetFamily) {
+		return nil, fmt.Errorf("table %s: family %q, want %q", t.Name, t.Family, knftables.InetFamily)
+	}
+	if t.Name != n.table {
+		return nil, fmt.Errorf("table %q: this adapter owns table %q only", t.Name, n.table)
+	}
+	tx := n.nft.NewTransaction()
+	tx.Add(&knftables.Table{})
+	tx.Delete(&knftables.Table{})
+	tx.Add(&knftables.Table{})
+	// Chains come first: elements and rules refer to them (`goto wan_isp1`
+	// as a verdict-map value). They must even precede the maps: nft 1.0.6
+	// fails with "No such file or directory" on a `goto` element of an
+	// interval map that was added before the chain it names.
+	for _, c := range t.Chains {
+		obj, err := chainObject(c)
+		if err != nil {
+			return nil, err
+		}
+		tx.Add(obj)
+	}
+	for _, s := range t.Sets {
+		tx.Add(setObject(s))
+	}
+	for _, s := range t.Sets {
+		for _, e := range s.Elements {
+			el, err := elementObject(s, e)
+			if err != nil {
+				return nil, err
+			}
+			tx.Add(el)
+		}
+	}
+	for _, c := range t.Chains {
+		for _, r := range c.Rules {
+			tx.Add(&knftables.Rule{Chain: c.Name, Rule: r})
+		}
+	}
+	// An object knftables finds invalid is remembered in tx, and Run then
+	// returns that error without running nft at all.
+	return tx, nil
+}
+
+// setObject converts a plan set, which is a map when it has a value type.
+func setObject(s plan.Set) knftables.Object {
+	flags := make([]knftables.SetFlag, len(s.Flags))
+	for i, f := range s.Flags {
+		flags[i] = knftables.SetFlag(f)
+	}
+	comment := optional(s.Comment)
+	if s.Map != "" {
+		return &knftables.Map{Name: s.Name, Type: s.Type + " : " + s.Map, Flags: flags, Comment: comment}
+	}
+	return &knftables.Set{Name: s.Name, Type: s.Type, Flags: flags, Comment: comment}
+}
+
+// elementObject converts an element of s. knftables only checks that a key
+// and value are given, not that they are non-empty, and nft would then fail
+// with a syntax error far from the cause.
+func elementObject(s plan.Set, e plan.Element) (*knftables.Element, error) {
+	switch {
+	case strings.TrimSpace(e.Key) == "":
+		return nil, fmt.Errorf("set %s: element with an empty key", s.Name)
+	case s.Map != "" && strings.TrimSpace(e.Value) == "":
+		return nil, fmt.Errorf("map %s: element %s without a value", s.Name, e.Key)
+	case s.Map == "" && e.Value != "":
+		return nil, fmt.Errorf("set %s: element %s has a value but %s is not a map", s.Name, e.Key, s.Name)
+	}
+	el := &knftables.Element{Key: []string{e.Key}}
+	if s.Map != "" {
+		el.Map = s.Name
+		el.Value = []string{e.Value}
+	} else {
+		el.Set = s.Name
+	}
+	return el, nil
+}
+
+var (
+	chainTypes = map[string]knftables.BaseChainType{
+		"filter": knftables.FilterType,
+		"nat":    knftables.NATType,
+		"route":  knftables.RouteType,
+	}
+	chainHooks = map[string]knftables.BaseChainHook{
+		"prerouting":  knftables.PreroutingHook,
+		"input":       knftables.InputHook,
+		"forward":     knftables.ForwardHook,
+		"output":      knftables.OutputHook,
+		"postrouting": knftables.PostroutingHook,
+	}
+)
+
+// chainObject converts a plan chain; it is a base chain when it has a hook.
+func chainObject(c plan.Chain) (*knftables.Chain, error) {
+	ch := &knftables.Chain{Name: c.Name, Comment: optional(c.Comment)}
+	if c.Hook == "" {
+		if c.Type != "" || c.Priority != "" {
+			return nil, fmt.Errorf("chain %s: type and priority need a hook", c.Name)
+		}
+		return ch, nil
+	}
+	typ, ok := chainTypes[c.Type]
+	if !ok {
+		return nil, fmt.Errorf("chain %s: unknown chain type %q", c.Name, c.Type)
+	}
+	hook, ok := chainHooks[c.Hook]
+	if !ok {
+		return nil, fmt.Errorf("chain %s: unknown hook %q", c.Name, c.Hook)
+	}
+	prio, err := priority(c.Priority)
+	if err != nil {
+		return nil, fmt.Errorf("chain %s: %w", c.Name, err)
+	}
+	ch.Type, ch.Hook, ch.Priority = &typ, &hook, &prio
+	return ch, nil
+}
+
+// priority accepts what nft accepts in the inet family: a number, a name
+// ("mangle", "srcnat", ...) or a name plus or minus a number. Spaces are
+// dropped so that "mangle - 1" and "mangle-1" are the same; knftables then
+// writes the number, which every nft release accepts in every hook.
+func priority(p string) (knftables.BaseChainPriority, error) {
+	p = strings.ReplaceAll(p, " ", "")
+	if _, err := knftables.ParsePriority(knftables.InetFamily, p); err != nil {
+		return "", fmt.Errorf("priority %q: %w", p, err)
+	}
+	return knftables.BaseChainPriority(p), nil
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
