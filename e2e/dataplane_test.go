@@ -104,7 +104,7 @@ func TestRepliesLeaveByIncomingWAN(t *testing.T) {
 	defer onClient.Close()
 	// The user's own firewall forwards 9090 to the LAN host.
 	execIn(t, l, lab.NSRouter, "nft", fmt.Sprintf(
-		"add table ip userfw; add chain ip userfw dnat { type nat hook prerouting priority dstnat; }; add rule ip userfw dnat iifname \"wan*\" tcp dport %d dnat to %s",
+		"add table ip userfw; add chain ip userfw userpre { type nat hook prerouting priority dstnat; }; add rule ip userfw userpre iifname \"wan*\" tcp dport %d dnat to %s",
 		lab.FwdTCPPort2, lab.ClientAddr))
 	startRouter(t, l, labConfig(t, 2, failover12, "", "failover"))
 

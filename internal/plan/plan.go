@@ -362,7 +362,13 @@ func (p *planner) table(wans []*wanInfo, byName map[string]*wanInfo) Table {
 			if !a.Addr().Is4() {
 				continue
 			}
-			if !seenAddr[a.Addr()] {
+			// The router's unbound sockets take their source address
+			// from the best WAN (the catch-all rule), so that address
+			// cannot tell a socket bound on purpose from one that was
+			// not: it is left to the policy. Sockets bound to another
+			// WAN's address are kept on that WAN.
+			unbound := cfg.LocalTraffic && w.cfg.Name == d.Best
+			if !seenAddr[a.Addr()] && !unbound {
 				seenAddr[a.Addr()] = true
 				byAddr = append(byAddr, Element{Key: a.Addr().String(), Value: "goto " + assign})
 			}
@@ -385,7 +391,7 @@ func (p *planner) table(wans []*wanInfo, byName map[string]*wanInfo) Table {
 		Set{Name: "wan_iif", Type: "ifname", Map: "verdict", Elements: byIIF,
 			Comment: "connection arrived on a WAN: replies leave by it"},
 		Set{Name: "wan_addr", Type: "ipv4_addr", Map: "verdict", Elements: byAddr,
-			Comment: "router socket bound to a WAN's address"},
+			Comment: "router socket bound to the address of a WAN other than the best"},
 		Set{Name: "wan_net", Type: "ipv4_addr", Map: "verdict", Flags: []string{"interval"}, Elements: byNet,
 			Comment: "destination on a WAN's own subnet"},
 		Set{Name: "wan_ifs", Type: "ifname", Elements: wanIfs,

@@ -183,6 +183,20 @@ func TestSeed000Scenarios(t *testing.T) {
 			t.Fatalf("got %v", o)
 		}
 	})
+	t.Run("router's unbound socket (best WAN's source) follows the rules", func(t *testing.T) {
+		p := Packet{Src: addr("192.0.2.10"), Dst: addr("203.0.113.80"), Proto: "tcp", DstPort: 80}
+		if o := only(t, up.Trace(p, seed000Main)); o.WAN != "isp1" {
+			t.Fatalf("policy: got %v", o)
+		}
+		p.Proto = "udp" // movable rule: same WAN, movable bit set
+		if o := only(t, up.Trace(p, seed000Main)); o.WAN != "isp1" || o.CtMark&up.MovableBit == 0 {
+			t.Fatalf("rule: got %v", o)
+		}
+		p.Src = addr("198.51.100.10") // isp1 down: isp2 is best, its address the unbound source
+		if o := only(t, isp1Down.Trace(p, seed000Main)); o.WAN != "isp2" || o.CtMark&up.MovableBit == 0 {
+			t.Fatalf("isp1 down: got %v", o)
+		}
+	})
 	t.Run("the ISP router's own subnet is reached directly", func(t *testing.T) {
 		p := web
 		p.Dst = addr("198.51.100.1")
