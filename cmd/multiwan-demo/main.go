@@ -135,8 +135,7 @@ control: {socket: %s}
 		return err
 	}
 	say("first new connection through isp2 %.0f ms after the cut", switched.Sub(cut).Seconds()*1000)
-	showLog(daemon, len(seen))
-	seen = daemon.Output()
+	seen = showLogAfter(ctx, l, daemon, seen, `"new connections"="isp2 100%"`)
 
 	say("bringing isp1 back")
 	back := time.Now()
@@ -148,7 +147,7 @@ control: {socket: %s}
 		return err
 	}
 	say("new connections back on isp1 %.0f ms later", returned.Sub(back).Seconds()*1000)
-	showLog(daemon, len(seen))
+	showLogAfter(ctx, l, daemon, seen, `"new connections"="isp1 100%"`)
 	return nil
 }
 
@@ -166,6 +165,23 @@ func firstFrom(ctx context.Context, who func() (string, error), want string) (ti
 		}
 	}
 	return time.Time{}, fmt.Errorf("no connection through %s within 10 s", want)
+}
+
+// showLogAfter waits (at most 5 s) until the daemon has logged want after
+// the output it had already shown, prints what is new, and returns the whole
+// output so far. The daemon's lines reach us through a pipe, a little after
+// the kernel changed, so they are awaited rather than assumed.
+func showLogAfter(ctx context.Context, l *lab.Lab, p *lab.Proc, shown, want string) string {
+	c, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_ = l.WaitFor(c, func() error {
+		if strings.Contains(p.Output()[len(shown):], want) {
+			return nil
+		}
+		return fmt.Errorf("not logged yet")
+	})
+	showLog(p, len(shown))
+	return p.Output()
 }
 
 func waitLog(ctx context.Context, l *lab.Lab, p *lab.Proc, s string) error {
