@@ -135,22 +135,11 @@ func planCmd(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stdout)
 	fmt.Fprintln(stdout, "# WAN addresses are learned at run time (sets wan_addr, wan_net and the \"from ADDRESS\" rules).")
 	for _, p := range d.Policies {
-		fmt.Fprintf(stdout, "# policy %s: %s\n", p.Name, describePolicy(p))
+		fmt.Fprintf(stdout, "# policy %s: %s\n", p.Name, p)
 	}
 	fmt.Fprintln(stdout)
 	fmt.Fprint(stdout, d.String())
 	return 0
-}
-
-func describePolicy(p plan.PolicyChoice) string {
-	if len(p.Active) == 0 {
-		return "no usable WAN, last resort " + p.LastResort
-	}
-	var parts []string
-	for _, s := range p.Active {
-		parts = append(parts, fmt.Sprintf("%s %.1f%%", s.WAN, s.Share*100))
-	}
-	return strings.Join(parts, ", ")
 }
 
 func runDaemon(args []string, stderr io.Writer) int {

@@ -66,8 +66,8 @@ func TestPlanDown(t *testing.T) {
 	if code := run([]string{"plan", "-c", f, "--down", "isp1"}, &down, &errs); code != 0 {
 		t.Fatalf("plan --down: exit %d: %s", code, errs.String())
 	}
-	if !strings.Contains(up.String(), "# policy failover: isp1 100.0%") ||
-		!strings.Contains(down.String(), "# policy failover: isp2 100.0%") {
+	if !strings.Contains(up.String(), "# policy failover: isp1 100%") ||
+		!strings.Contains(down.String(), "# policy failover: isp2 100%") {
 		t.Fatalf("policy lines wrong:\n%s\n---\n%s", up.String(), down.String())
 	}
 	for _, want := range []string{"table inet multiwan {", "ip rule add priority 1000 from all lookup main suppress_prefixlength 0", "ip route replace default via 192.0.2.1 dev brwan1 table 101"} {

@@ -175,25 +175,14 @@ func (d *Daemon) logChanges(old, cur *plan.Desired, obs plan.Links, why string, 
 		}
 	}
 	for _, p := range cur.Policies {
-		now := describe(p)
+		now := p.String()
 		if old != nil {
-			if prev := old.Policy(p.Name); prev != nil && describe(*prev) == now {
+			if prev := old.Policy(p.Name); prev != nil && prev.String() == now {
 				continue
 			}
 		}
 		d.log.Info("policy", "policy", p.Name, "new connections", now, "cause", why)
 	}
-}
-
-func describe(p plan.PolicyChoice) string {
-	if len(p.Active) == 0 {
-		return "last resort " + p.LastResort
-	}
-	var parts []string
-	for _, s := range p.Active {
-		parts = append(parts, fmt.Sprintf("%s %.0f%%", s.WAN, s.Share*100))
-	}
-	return strings.Join(parts, ", ")
 }
 
 func (d *Daemon) shutdown() {

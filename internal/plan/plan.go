@@ -23,9 +23,11 @@ package plan
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"math/bits"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/multiwan/multiwan/internal/config"
@@ -220,6 +222,20 @@ func (p *planner) choose(pol *config.Policy, wans map[string]*wanInfo) PolicyCho
 	}
 	c.LastResort = pol.LastResort
 	return c
+}
+
+// String says where new connections go, e.g. "isp1 75%, isp2 25%" or
+// "no usable WAN: last resort unreachable".
+func (c PolicyChoice) String() string {
+	if len(c.Active) == 0 {
+		return "no usable WAN: last resort " + c.LastResort
+	}
+	parts := make([]string, len(c.Active))
+	for i, s := range c.Active {
+		pct := math.Round(s.Share*1000) / 10
+		parts[i] = s.WAN + " " + strconv.FormatFloat(pct, 'f', -1, 64) + "%"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Policy returns the decision for the named policy, or nil.
