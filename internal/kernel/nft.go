@@ -3,6 +3,7 @@ package kernel
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/knftables"
@@ -16,6 +17,9 @@ import (
 type NFT struct {
 	nft   knftables.Interface
 	table string
+	// last is the table as last installed by Apply; nil when unknown
+	// (first run, adoption, after Invalidate or a failed transaction).
+	last *plan.Table
 }
 
 // NewNFT returns an NFT for the table `inet <table>`, run through the nft
@@ -36,23 +40,119 @@ func NewNFTFromInterface(nft knftables.Interface, table string) *NFT {
 	return &NFT{nft: nft, table: table}
 }
 
-// Apply replaces the table with t in one nft transaction: the kernel either
-// has the old table or the new one, never a mix and never none. The table is
-// added (so that deleting it cannot fail when it is absent), deleted, and
-// added again with all its contents.
+// Apply makes the table equal t in one nft transaction: the kernel either
+// has the old table or the new one, never a mix and never none.
+//
+// When the table it installed last has the same shape as t (the same sets,
+// maps and chains, as after a failover, which only changes policy chains and
+// map elements), only the chains and sets whose contents changed are flushed
+// and refilled; the rest of the ruleset is not touched. Otherwise the table
+// is replaced whole: added (so that deleting it cannot fail when it is
+// absent), deleted, and added again with all its contents.
 func (n *NFT) Apply(ctx context.Context, t *plan.Table) error {
-	tx, err := n.transaction(t)
+	var tx *knftables.Transaction
+	var err error
+	if n.last != nil && sameShape(n.last, t) {
+		tx, err = n.update(n.last, t)
+		if tx == nil && err == nil {
+			return nil // nothing changed
+		}
+	} else {
+		tx, err = n.transaction(t)
+	}
 	if err != nil {
 		return err
 	}
 	if err := n.nft.Run(ctx, tx); err != nil {
+		n.last = nil
 		return fmt.Errorf("replace table inet %s: %w", n.table, err)
 	}
+	n.last = cloneTable(t)
 	return nil
+}
+
+// Invalidate forgets what Apply installed, so that the next Apply replaces
+// the whole table: used when the kernel may have been changed behind
+// multiwan's back.
+func (n *NFT) Invalidate() { n.last = nil }
+
+// sameShape reports whether a and b declare the same sets and chains, with
+// the same types, flags and hooks, in the same order.
+func sameShape(a, b *plan.Table) bool {
+	if a.Family != b.Family || a.Name != b.Name || len(a.Sets) != len(b.Sets) || len(a.Chains) != len(b.Chains) {
+		return false
+	}
+	for i := range a.Sets {
+		x, y := a.Sets[i], b.Sets[i]
+		if x.Name != y.Name || x.Type != y.Type || x.Map != y.Map || x.Comment != y.Comment || !slices.Equal(x.Flags, y.Flags) {
+			return false
+		}
+	}
+	for i := range a.Chains {
+		x, y := a.Chains[i], b.Chains[i]
+		if x.Name != y.Name || x.Type != y.Type || x.Hook != y.Hook || x.Priority != y.Priority || x.Comment != y.Comment {
+			return false
+		}
+	}
+	return true
+}
+
+// update flushes and refills the sets and chains of to that differ from
+// from; it returns a nil transaction when nothing differs.
+func (n *NFT) update(from, to *plan.Table) (*knftables.Transaction, error) {
+	tx := n.nft.NewTransaction()
+	changed := false
+	for i, s := range to.Sets {
+		if slices.Equal(from.Sets[i].Elements, s.Elements) {
+			continue
+		}
+		changed = true
+		tx.Flush(setObject(s))
+		for _, e := range s.Elements {
+			el, err := elementObject(s, e)
+			if err != nil {
+				return nil, err
+			}
+			tx.Add(el)
+		}
+	}
+	for i, c := range to.Chains {
+		if slices.Equal(from.Chains[i].Rules, c.Rules) {
+			continue
+		}
+		changed = true
+		obj, err := chainObject(c)
+		if err != nil {
+			return nil, err
+		}
+		tx.Flush(obj)
+		for _, r := range c.Rules {
+			tx.Add(&knftables.Rule{Chain: c.Name, Rule: r})
+		}
+	}
+	if !changed {
+		return nil, nil
+	}
+	return tx, nil
+}
+
+func cloneTable(t *plan.Table) *plan.Table {
+	c := *t
+	c.Sets = slices.Clone(t.Sets)
+	for i := range c.Sets {
+		c.Sets[i].Elements = slices.Clone(t.Sets[i].Elements)
+		c.Sets[i].Flags = slices.Clone(t.Sets[i].Flags)
+	}
+	c.Chains = slices.Clone(t.Chains)
+	for i := range c.Chains {
+		c.Chains[i].Rules = slices.Clone(t.Chains[i].Rules)
+	}
+	return &c
 }
 
 // Remove deletes the table. A missing table is not an error.
 func (n *NFT) Remove(ctx context.Context) error {
+	n.last = nil
 	tx := n.nft.NewTransaction()
 	// Add then delete: the same "destroy" idiom as in Apply, which works on
 	// nft releases that predate `nft destroy`.

@@ -218,3 +218,55 @@ func TestPriority(t *testing.T) {
 		}
 	}
 }
+
+// TestNFTApplyUpdatesOnlyWhatChanged: a switch (same shape, other chain
+// rules and map elements) flushes and refills just those, and the result is
+// the same table a full replace would give.
+func TestNFTApplyUpdatesOnlyWhatChanged(t *testing.T) {
+	n, fake := newFakeNFT()
+	ctx := context.Background()
+	if err := n.Apply(ctx, sampleTable()); err != nil {
+		t.Fatal(err)
+	}
+	switched := sampleTable()
+	switched.Chains[1].Rules = []string{"meta mark set meta mark and 0xffff00ff or 0x200", "ct mark set meta mark"}
+	switched.Sets[0].Elements = []plan.Element{{Key: "198.18.0.0/15"}}
+	if err := n.Apply(ctx, switched); err != nil {
+		t.Fatal(err)
+	}
+	tx := fake.LastTransaction.String()
+	for _, want := range []string{"flush chain inet multiwan wan_isp1", "flush set inet multiwan steer4"} {
+		if !strings.Contains(tx, want) {
+			t.Errorf("update lacks %q:\n%s", want, tx)
+		}
+	}
+	for _, unwanted := range []string{"delete table", "prerouting", "postrouting", "restore"} {
+		if strings.Contains(tx, unwanted) {
+			t.Errorf("update touches %q although it did not change:\n%s", unwanted, tx)
+		}
+	}
+	full, fullFake := newFakeNFT()
+	if err := full.Apply(ctx, switched); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fake.Dump(), fullFake.Dump(); got != want {
+		t.Errorf("updated table:\n%s\nwant (full replace):\n%s", got, want)
+	}
+
+	// Nothing changed: no transaction at all.
+	before := fake.LastTransaction
+	if err := n.Apply(ctx, switched); err != nil {
+		t.Fatal(err)
+	}
+	if fake.LastTransaction != before {
+		t.Errorf("re-applying the same table ran a transaction:\n%s", fake.LastTransaction)
+	}
+	// After Invalidate the whole table is replaced again.
+	n.Invalidate()
+	if err := n.Apply(ctx, switched); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(fake.LastTransaction.String(), "delete table") {
+		t.Errorf("after Invalidate the table was not replaced:\n%s", fake.LastTransaction)
+	}
+}
