@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,25 +20,44 @@ func newLab(t *testing.T, isps int) *lab.Lab {
 	return lab.NewForTest(t, lab.Options{ISPs: isps, Logf: t.Logf})
 }
 
-// wanYAML is the `wans:` entry of ISP k in the lab.
-func wanYAML(k int) string {
-	return fmt.Sprintf("  - name: isp%d\n    interface: %s\n    gateway: %s\n", k, lab.WANIface(k), lab.ISPGateway(k))
+// wanYAML is the `wans:` entry of ISP k in the lab; probe, when not empty,
+// is its probe settings as a YAML flow mapping.
+func wanYAML(k int, probe ...string) string {
+	s := fmt.Sprintf("  - name: isp%d\n    interface: %s\n    gateway: %s\n", k, lab.WANIface(k), lab.ISPGateway(k))
+	if len(probe) > 0 && probe[0] != "" {
+		s += "    probe: " + probe[0] + "\n"
+	}
+	return s
+}
+
+// setup describes a lab config.
+type setup struct {
+	isps                   int
+	probe                  string // YAML flow mapping used for every WAN
+	policies, rules, deflt string
+	extra                  string // more top-level YAML (hooks, ...)
 }
 
 // labConfig returns a config for the lab's ISPs 1..isps with the given
 // policies, rules and default policy (YAML fragments).
 func labConfig(t *testing.T, isps int, policies, rules, defaultPolicy string) string {
 	t.Helper()
+	return setup{isps: isps, policies: policies, rules: rules, deflt: defaultPolicy}.yaml(t)
+}
+
+func (s setup) yaml(t *testing.T) string {
+	t.Helper()
 	var b strings.Builder
 	b.WriteString("wans:\n")
-	for k := 1; k <= isps; k++ {
-		b.WriteString(wanYAML(k))
+	for k := 1; k <= s.isps; k++ {
+		b.WriteString(wanYAML(k, s.probe))
 	}
-	b.WriteString("policies:\n" + policies)
-	if rules != "" {
-		b.WriteString("rules:\n" + rules)
+	b.WriteString("policies:\n" + s.policies)
+	if s.rules != "" {
+		b.WriteString("rules:\n" + s.rules)
 	}
-	fmt.Fprintf(&b, "default_policy: %s\ncontrol:\n  socket: %s\n", defaultPolicy, filepath.Join(t.TempDir(), "mw.sock"))
+	fmt.Fprintf(&b, "default_policy: %s\ncontrol:\n  socket: %s\n", s.deflt, filepath.Join(t.TempDir(), "mw.sock"))
+	b.WriteString(s.extra)
 	return b.String()
 }
 
@@ -114,6 +134,87 @@ func (r *router) stop() {
 	}
 	if err := r.proc.Wait(15 * time.Second); err != nil {
 		r.t.Fatalf("daemon did not exit cleanly after SIGTERM: %v\n%s", err, r.proc.Output())
+	}
+}
+
+// cli runs a multiwan client command against this daemon's config.
+func (r *router) cli(args ...string) (string, error) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	argv := append([]string{multiwanBin, args[0], "-c", r.cfg}, args[1:]...)
+	out, err := r.lab.Exec(ctx, lab.NSRouter, argv...)
+	return string(out), err
+}
+
+// status asks the daemon for its status.
+func (r *router) status() statusJSON {
+	r.t.Helper()
+	out, err := r.cli("status", "--json")
+	if err != nil {
+		r.t.Fatalf("status: %v\n%s", err, out)
+	}
+	var st statusJSON
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		r.t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return st
+}
+
+// statusJSON is the contract of `status --json` (PRODUCT.md §3), decoded
+// independently of the daemon's own types.
+type statusJSON struct {
+	WANs []struct {
+		Name      string    `json:"name"`
+		Interface string    `json:"interface"`
+		State     string    `json:"state"`
+		RTTms     float64   `json:"rtt_ms"`
+		LossPct   float64   `json:"loss_pct"`
+		Address   string    `json:"address"`
+		Gateway   string    `json:"gateway"`
+		Since     time.Time `json:"since"`
+	} `json:"wans"`
+	Policies []struct {
+		Name   string `json:"name"`
+		Active []struct {
+			WAN   string  `json:"wan"`
+			Share float64 `json:"share"`
+		} `json:"active"`
+	} `json:"policies"`
+	Override string `json:"override"`
+}
+
+func (s statusJSON) state(wan string) string {
+	for _, w := range s.WANs {
+		if w.Name == wan {
+			return w.State
+		}
+	}
+	return ""
+}
+
+// waitState waits until the daemon reports wan in state.
+func (r *router) waitState(wan, state string, timeout time.Duration) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last string
+	err := r.lab.WaitFor(ctx, func() error {
+		out, err := r.cli("status", "--json")
+		if err != nil {
+			return err
+		}
+		var st statusJSON
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			return err
+		}
+		if last = st.state(wan); last != state {
+			return fmt.Errorf("%s is %s", wan, last)
+		}
+		return nil
+	})
+	if err != nil {
+		r.t.Fatalf("waiting for %s to be %s: %v (last %q)\n%s", wan, state, err, last, r.proc.Output())
 	}
 }
 

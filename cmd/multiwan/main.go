@@ -19,9 +19,13 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/multiwan/multiwan/internal/config"
+	"github.com/multiwan/multiwan/internal/conntrack"
+	"github.com/multiwan/multiwan/internal/control"
 	"github.com/multiwan/multiwan/internal/daemon"
+	"github.com/multiwan/multiwan/internal/hooks"
 	"github.com/multiwan/multiwan/internal/kernel"
 	"github.com/multiwan/multiwan/internal/plan"
 )
@@ -32,6 +36,9 @@ commands:
   check  -c FILE                   validate the config; prints "ok" or every error as FILE:LINE:COL: message
   plan   -c FILE [--down WAN,...]  print the nft table, routes, ip rules and sysctls run would install
   run    -c FILE [--log-level L]   run the daemon in the foreground (SIGHUP reloads, SIGTERM/SIGINT removes everything and exits)
+  status -c FILE [--json]          ask the running daemon how its WANs and policies are
+  use    -c FILE WAN|auto          prefer WAN in every policy that has it; auto returns to the health-driven choice
+  reload -c FILE                   make the daemon re-read its config; an invalid one is refused and changes nothing
 
 -c defaults to ` + config.DefaultPath + "\n"
 
@@ -52,6 +59,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return planCmd(args, stdout, stderr)
 	case "run":
 		return runDaemon(args, stderr)
+	case "status":
+		return status(args, stdout, stderr)
+	case "use":
+		return use(args, stdout, stderr)
+	case "reload":
+		return reload(args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -176,9 +189,39 @@ func runDaemon(args []string, stderr io.Writer) int {
 			}
 		}
 	}()
-	log.Info("multiwan starting", "config", cfg.File, "wans", len(cfg.WANs))
-	d := daemon.New(cfg, k, log)
-	err = d.Run(ctx, reload, func() (*config.Config, error) { return config.Load(*path) })
+	flows, err := conntrack.Open()
+	if err != nil {
+		log.Warn("conntrack cleanup unavailable: connections of a dead WAN will only time out", "err", err)
+	}
+	var cleaner daemon.Flows
+	if flows != nil {
+		defer flows.Close()
+		cleaner = flows
+	}
+	srv, err := control.Listen(cfg.Control.Socket, os.FileMode(cfg.Control.Mode))
+	if err != nil {
+		log.Error("control socket", "err", err)
+		return 1
+	}
+	defer srv.Close()
+	var runner hooks.Runner
+	log.Info("multiwan starting", "config", cfg.File, "wans", len(cfg.WANs), "socket", srv.Path())
+	d := daemon.New(cfg, daemon.Options{
+		Log:    log,
+		Kernel: k,
+		Flows:  cleaner,
+		Hooks:  &runner,
+		Load:   func() (*config.Config, error) { return config.Load(*path) },
+	})
+	go func() {
+		if err := srv.Serve(ctx, d, log); err != nil && ctx.Err() == nil {
+			log.Error("control socket stopped", "err", err)
+		}
+	}()
+	err = d.Run(ctx, reload)
+	wait, cancel := context.WithTimeout(context.Background(), 11*time.Second)
+	defer cancel()
+	_ = runner.Wait(wait)
 	if err != nil {
 		log.Error("could not install the plan", "err", err)
 		return 1

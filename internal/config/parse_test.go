@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -904,5 +906,28 @@ func TestAliasBomb(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("Parse took %v", d)
+	}
+}
+
+func TestSocketPath(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct{ file, want string }{
+		{write("valid.yaml", "wans: [{name: a, interface: e0, gateway: 192.0.2.1}]\npolicies: [{name: p, members: [{wan: a}]}]\ndefault_policy: p\ncontrol: {socket: /run/x.sock}\n"), "/run/x.sock"},
+		{write("invalid.yaml", "wans: []\ncontrol:\n  socket: /run/y.sock\nbogus: 1\n"), "/run/y.sock"},
+		{write("broken.yaml", "wans: [\ncontrol:\n  socket: /run/z.sock\n"), "/run/z.sock"},
+		{write("none.yaml", "wans: []\n"), DefaultSocket},
+		{filepath.Join(dir, "missing.yaml"), DefaultSocket},
+	}
+	for _, c := range cases {
+		if got := SocketPath(c.file); got != c.want {
+			t.Errorf("SocketPath(%s) = %q, want %q", filepath.Base(c.file), got, c.want)
+		}
 	}
 }

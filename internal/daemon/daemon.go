@@ -1,165 +1,373 @@
-// Package daemon is multiwan's control loop: it turns observations (links,
-// health, a manual override, a reloaded config) into a new plan and hands
-// the plan to the kernel adapters when it differs from what is installed.
+// Package daemon is multiwan's control loop. It owns the running state —
+// config, per-WAN health trackers, observed links, the manual override — and
+// turns every change of it into a new plan, which it hands to the kernel
+// adapters when it differs from what is installed. Probe rounds, netlink
+// events, control requests and reloads all arrive here; data flows one way:
+// observations → plan → kernel.
 package daemon
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/multiwan/multiwan/internal/config"
+	"github.com/multiwan/multiwan/internal/health"
+	"github.com/multiwan/multiwan/internal/hooks"
 	"github.com/multiwan/multiwan/internal/links"
 	"github.com/multiwan/multiwan/internal/plan"
+	"github.com/multiwan/multiwan/internal/probe"
 )
 
 // Kernel applies a desired state to the kernel and removes it again.
-// kernel.Kernel is the real one; tests may use another.
+// kernel.Kernel is the real one; tests use a fake.
 type Kernel interface {
 	Apply(ctx context.Context, d *plan.Desired, log *slog.Logger) error
 	Remove(ctx context.Context, log *slog.Logger) error
+	// Invalidate makes the next Apply rewrite everything, for when the
+	// kernel may have changed behind multiwan's back.
+	Invalidate()
+}
+
+// Flows deletes conntrack entries by mark, in the kernel.
+type Flows interface {
+	DeleteByMark(mark, mask uint32) error
+}
+
+// Hooks runs the user's hooks for an event without blocking; *hooks.Runner.
+type Hooks interface {
+	Run(ctx context.Context, log *slog.Logger, paths []string, ev hooks.Event)
 }
 
 // resync is how often the daemon re-reads the links and re-applies even
 // without an event, to repair drift it was not told about.
 const resync = 30 * time.Second
 
-// Daemon holds the running state.
+// Options are the daemon's collaborators.
+type Options struct {
+	Log    *slog.Logger
+	Kernel Kernel
+	// Flows may be nil: no conntrack cleanup (tests of other parts).
+	Flows Flows
+	// Hooks may be nil.
+	Hooks Hooks
+	// Load reads the config for a reload.
+	Load func() (*config.Config, error)
+	// Snapshot reads the links; links.Snapshot when nil.
+	Snapshot func(*config.Config) (plan.Links, error)
+	// Probe runs the probes of one WAN; probe.Run when nil. Tests replace
+	// it to feed synthetic rounds.
+	Probe func(ctx context.Context, spec probe.Spec, out chan<- probe.Round) error
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Daemon holds the running state. Its methods are safe for concurrent use:
+// the control socket calls Status, Use and Reload from its own goroutines.
 type Daemon struct {
+	opt    Options
 	log    *slog.Logger
-	kernel Kernel
-	// snapshot reads the links; links.Snapshot unless a test replaces it.
-	snapshot func(*config.Config) (plan.Links, error)
+	rounds chan probe.Round
+	wake   chan struct{} // kicks the loop after a control request changed state
 
 	mu       sync.Mutex
 	cfg      *config.Config
 	override string
+	trackers map[string]*health.Tracker
+	links    plan.Links
 	applied  *plan.Desired // last plan installed; nil before the first
 	text     string        // applied.String(), to tell a changed plan
 	// linkStates is what was last logged about each WAN's link.
 	linkStates map[string]string
+	// probing cancels the running probers; probers is their WaitGroup.
+	probing context.CancelFunc
+	probers sync.WaitGroup
+	// runCtx is Run's context, for probers started by a reload.
+	runCtx context.Context
 }
 
-// New returns a daemon for cfg that changes the kernel through k.
-func New(cfg *config.Config, k Kernel, log *slog.Logger) *Daemon {
-	return &Daemon{cfg: cfg, kernel: k, log: log, snapshot: links.Snapshot, linkStates: map[string]string{}}
+// New returns a daemon for cfg.
+func New(cfg *config.Config, opt Options) *Daemon {
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.DiscardHandler)
+	}
+	if opt.Snapshot == nil {
+		opt.Snapshot = links.Snapshot
+	}
+	if opt.Probe == nil {
+		opt.Probe = probe.Run
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	d := &Daemon{
+		opt:        opt,
+		log:        opt.Log,
+		rounds:     make(chan probe.Round, 64),
+		wake:       make(chan struct{}, 1),
+		cfg:        cfg,
+		trackers:   map[string]*health.Tracker{},
+		linkStates: map[string]string{},
+	}
+	d.syncTrackers(nil)
+	return d
 }
 
-// Run installs the plan, then follows link events, reloads (a path to read
-// the config from arrives on reload) and a periodic resync until ctx ends;
-// then it removes everything it installed. It returns an error only when
-// the first installation fails.
-func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, reloadConfig func() (*config.Config, error)) error {
-	if err := d.reconcile(ctx, true, "start"); err != nil {
+// Run installs the plan, starts the probes, then follows probe rounds, link
+// events, reloads and a periodic resync until ctx ends; then it stops the
+// probes and removes everything it installed. It returns an error only when
+// the first installation fails (after removing what it did install).
+func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
+	d.mu.Lock()
+	d.runCtx = ctx
+	err := d.refreshLinks()
+	if err == nil {
+		err = d.reconcile(ctx, true, "start", nil)
+	}
+	if err != nil {
+		d.mu.Unlock()
+		d.shutdown()
 		return err
 	}
+	d.startProbers()
+	d.mu.Unlock()
+
 	events := make(chan bool, 1) // coalesced: true when a repair is due
-	watchCtx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	var watching sync.WaitGroup
+	watching.Add(1)
 	go func() {
-		defer wg.Done()
-		links.Watch(watchCtx, d.log, func(repair bool) {
-			select {
-			case events <- repair:
-			default:
-				if repair {
-					// A pending plain event must not swallow a repair.
-					select {
-					case <-events:
-					default:
-					}
-					select {
-					case events <- true:
-					default:
-					}
-				}
-			}
-		})
+		defer watching.Done()
+		links.Watch(watchCtx, d.log, func(repair bool) { notify(events, repair) })
 	}()
 	tick := time.NewTicker(resync)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			stop()
-			wg.Wait()
+			stopWatch()
+			watching.Wait()
+			d.mu.Lock()
+			d.stopProbers()
+			d.mu.Unlock()
 			d.shutdown()
 			return nil
+		case r := <-d.rounds:
+			d.observe(ctx, r)
 		case repair := <-events:
-			d.reconcileLogged(ctx, repair, "netlink event")
-		case <-tick.C:
-			d.reconcileLogged(ctx, true, "resync")
-		case <-reload:
-			cfg, err := reloadConfig()
-			if err != nil {
-				d.log.Error("reload refused, keeping the running config", "err", oneLine(err))
-				continue
-			}
 			d.mu.Lock()
-			d.cfg = cfg
+			d.linksChanged(ctx, repair, "netlink event")
 			d.mu.Unlock()
-			d.log.Info("config reloaded", "file", cfg.File)
-			d.reconcileLogged(ctx, false, "reload")
+		case <-tick.C:
+			d.mu.Lock()
+			d.linksChanged(ctx, true, "resync")
+			d.mu.Unlock()
+		case <-reload:
+			if err := d.Reload(); err != nil {
+				d.log.Error("reload refused, keeping the running config", "err", oneLine(err))
+			}
+		case <-d.wake:
 		}
 	}
 }
 
-func (d *Daemon) reconcileLogged(ctx context.Context, repair bool, why string) {
-	if err := d.reconcile(ctx, repair, why); err != nil {
-		d.log.Error("apply failed; will retry on the next event", "cause", why, "err", err)
+// notify puts repair on a one-slot channel without blocking; a pending
+// plain event must not swallow a repair.
+func notify(ch chan bool, repair bool) {
+	select {
+	case ch <- repair:
+		return
+	default:
+	}
+	if !repair {
+		return
+	}
+	select {
+	case <-ch:
+	default:
+	}
+	select {
+	case ch <- true:
+	default:
 	}
 }
 
-// reconcile plans from fresh observations and applies the plan if it
-// changed, or unconditionally when repair is set.
-func (d *Daemon) reconcile(ctx context.Context, repair bool, why string) error {
+// observe feeds a probe round to its WAN's tracker and replans on a
+// transition.
+func (d *Daemon) observe(ctx context.Context, r probe.Round) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	obs, err := d.snapshot(d.cfg)
+	tr := d.trackers[r.WAN]
+	if tr == nil {
+		return // a prober of a WAN removed by a reload, still winding down
+	}
+	tr2, changed := tr.Observe(r, d.opt.Now())
+	if !changed {
+		return
+	}
+	d.reconcileLogged(ctx, false, "health", []health.Transition{tr2})
+}
+
+// linksChanged re-reads the links, tells the trackers about carrier changes
+// and replans. Called with d.mu held.
+func (d *Daemon) linksChanged(ctx context.Context, repair bool, why string) {
+	old := d.links
+	if err := d.refreshLinks(); err != nil {
+		d.log.Error("reading links failed; will retry on the next event", "err", err)
+		return
+	}
+	var trs []health.Transition
+	now := d.opt.Now()
+	for _, w := range d.cfg.WANs {
+		was, is := carrier(old[w.Name]), carrier(d.links[w.Name])
+		if was == is {
+			continue
+		}
+		if tr, changed := d.trackers[w.Name].Carrier(is, now); changed {
+			trs = append(trs, tr)
+		}
+	}
+	if repair {
+		d.opt.Kernel.Invalidate()
+	}
+	d.reconcileLogged(ctx, repair, why, trs)
+}
+
+func carrier(l plan.Link) bool { return l.Exists && l.Up }
+
+// refreshLinks reads the links. Called with d.mu held.
+func (d *Daemon) refreshLinks() error {
+	obs, err := d.opt.Snapshot(d.cfg)
 	if err != nil {
 		return fmt.Errorf("read links: %w", err)
 	}
-	desired := plan.Plan(d.cfg, healthFromLinks(d.cfg, obs), obs, d.override)
-	text := desired.String()
-	if text == d.text && !repair {
-		return nil
-	}
-	start := time.Now()
-	if err := d.kernel.Apply(ctx, desired, d.log); err != nil {
-		return err
-	}
-	d.logChanges(d.applied, desired, obs, why, time.Since(start))
-	d.applied, d.text = desired, text
+	d.links = obs
 	return nil
 }
 
-// healthFromLinks is the health of a WAN until probes exist: up when its
-// link can carry traffic.
-func healthFromLinks(cfg *config.Config, obs plan.Links) plan.Health {
+func (d *Daemon) reconcileLogged(ctx context.Context, repair bool, why string, trs []health.Transition) {
+	if err := d.reconcile(ctx, repair, why, trs); err != nil {
+		d.log.Error("apply failed; will retry on the next event", "cause", why, "err", err)
+		// Whatever half of it reached the kernel, the next attempt must
+		// not assume the old state.
+		d.opt.Kernel.Invalidate()
+		d.text = ""
+	}
+}
+
+// health returns the trackers' states. Called with d.mu held.
+func (d *Daemon) health() plan.Health {
 	h := plan.Health{}
-	for _, w := range cfg.WANs {
-		if l := obs[w.Name]; l.Exists && l.Up {
-			h[w.Name] = plan.StateUp
-		} else {
-			h[w.Name] = plan.StateDown
-		}
+	for name, tr := range d.trackers {
+		h[name] = tr.Status().State
 	}
 	return h
 }
 
+// reconcile plans from the current state and applies the plan if it
+// changed (or always, when repair is set); then it cleans up the conntrack
+// entries the change made stale, logs, and runs hooks. Called with d.mu held.
+func (d *Daemon) reconcile(ctx context.Context, repair bool, why string, trs []health.Transition) error {
+	decided := d.opt.Now()
+	for _, tr := range trs {
+		d.logTransition(tr)
+	}
+	desired := plan.Plan(d.cfg, d.health(), d.links, d.override)
+	text := desired.String()
+	if text == d.text && !repair {
+		d.runHooks(trs, nil)
+		return nil
+	}
+	if err := d.opt.Kernel.Apply(ctx, desired, d.log); err != nil {
+		return err
+	}
+	took := d.opt.Now().Sub(decided)
+	old := d.applied
+	d.applied, d.text = desired, text
+	d.cleanFlows(old, desired)
+	switched := d.logChanges(old, desired, why, took)
+	d.runHooks(trs, switched)
+	return nil
+}
+
+// cleanFlows deletes the conntrack entries that the change from old to cur
+// made stale: every entry of a WAN that can no longer carry traffic (its
+// clients reconnect through a live WAN at once instead of waiting for TCP
+// to give up), and the movable entries of a WAN that lost new connections
+// in some policy (their next packet is classified again and NAT is redone).
+func (d *Daemon) cleanFlows(old, cur *plan.Desired) {
+	if d.opt.Flows == nil || old == nil {
+		return
+	}
+	for _, w := range d.cfg.WANs {
+		mark, ok := old.Marks[w.Name]
+		if !ok {
+			continue
+		}
+		if curMark := cur.Marks[w.Name]; curMark != mark {
+			// Renumbered by a reload: its connections carry a mark that
+			// now means something else.
+			d.deleteFlows(w.Name, mark, old.IDMask, "the WAN's mark changed")
+			continue
+		}
+		if old.States[w.Name] != plan.StateDown && cur.States[w.Name] == plan.StateDown {
+			d.deleteFlows(w.Name, mark, cur.IDMask, "WAN down")
+			continue
+		}
+		if lostActive(old, cur, w.Name) {
+			d.deleteFlows(w.Name, mark|cur.MovableBit, cur.IDMask|cur.MovableBit, "movable flows follow the switch")
+		}
+	}
+}
+
+// lostActive reports whether wan took new connections of some policy in old
+// but not in cur.
+func lostActive(old, cur *plan.Desired, wan string) bool {
+	for _, p := range old.Policies {
+		if !slices.ContainsFunc(p.Active, func(s plan.Share) bool { return s.WAN == wan }) {
+			continue
+		}
+		now := cur.Policy(p.Name)
+		if now == nil || !slices.ContainsFunc(now.Active, func(s plan.Share) bool { return s.WAN == wan }) {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Daemon) deleteFlows(wan string, mark, mask uint32, why string) {
+	start := d.opt.Now()
+	if err := d.opt.Flows.DeleteByMark(mark, mask); err != nil {
+		d.log.Error("deleting conntrack entries failed", "wan", wan, "mark", fmt.Sprintf("%#x/%#x", mark, mask), "err", err)
+		return
+	}
+	d.log.Info("conntrack entries deleted", "wan", wan, "mark", fmt.Sprintf("%#x/%#x", mark, mask),
+		"cause", why, "took", d.opt.Now().Sub(start).Round(time.Microsecond))
+}
+
+func (d *Daemon) logTransition(tr health.Transition) {
+	level := slog.LevelInfo
+	if tr.To == plan.StateDown || tr.To == plan.StateDegraded {
+		level = slog.LevelWarn
+	}
+	d.log.Log(context.Background(), level, "wan state", "wan", tr.WAN, "from", string(tr.From), "to", string(tr.To), "cause", tr.Cause)
+}
+
 // logChanges says, one line per policy, where new connections go now and
-// why, and one line per WAN whose link appeared or vanished.
-func (d *Daemon) logChanges(old, cur *plan.Desired, obs plan.Links, why string, took time.Duration) {
+// why, and one line per WAN whose link appeared or vanished. It returns the
+// policies whose choice changed.
+func (d *Daemon) logChanges(old, cur *plan.Desired, why string, took time.Duration) []plan.PolicyChoice {
 	if old == nil {
 		d.log.Info("installed", "wans", len(d.cfg.WANs), "rules", len(cur.Rules), "routes", len(cur.Routes),
 			"took", took.Round(time.Microsecond))
 	}
 	for _, w := range d.cfg.WANs {
-		l := obs[w.Name]
+		l := d.links[w.Name]
 		state := "up"
 		switch {
 		case !l.Exists:
@@ -174,25 +382,233 @@ func (d *Daemon) logChanges(old, cur *plan.Desired, obs plan.Links, why string, 
 			d.linkStates[w.Name] = state
 		}
 	}
+	var switched []plan.PolicyChoice
 	for _, p := range cur.Policies {
-		now := p.String()
 		if old != nil {
-			if prev := old.Policy(p.Name); prev != nil && prev.String() == now {
+			if prev := old.Policy(p.Name); prev != nil && prev.String() == p.String() {
 				continue
 			}
 		}
-		d.log.Info("policy", "policy", p.Name, "new connections", now, "cause", why)
+		if old != nil {
+			switched = append(switched, p)
+		}
+		d.log.Info("policy", "policy", p.Name, "new connections", p.String(), "cause", why,
+			"took", took.Round(time.Microsecond))
+	}
+	return switched
+}
+
+// runHooks starts the hooks for WAN transitions and policy switches.
+func (d *Daemon) runHooks(trs []health.Transition, switched []plan.PolicyChoice) {
+	if d.opt.Hooks == nil || len(d.cfg.Hooks) == 0 {
+		return
+	}
+	for _, tr := range trs {
+		if tr.To == plan.StateUnknown {
+			continue // carrier back; the probes decide next
+		}
+		w, _ := d.cfg.WANByName(tr.WAN)
+		d.opt.Hooks.Run(d.hookCtx(), d.log, d.cfg.Hooks, hooks.Event{Kind: string(tr.To), WAN: tr.WAN,
+			Interface: w.Interface, State: string(tr.To), Previous: string(tr.From)})
+	}
+	for _, p := range switched {
+		ev := hooks.Event{Kind: "switch", Policy: p.Name, Active: p.String()}
+		if len(p.Active) > 0 {
+			ev.WAN = p.Active[0].WAN
+			if w, ok := d.cfg.WANByName(ev.WAN); ok {
+				ev.Interface = w.Interface
+				ev.State = string(d.trackers[w.Name].Status().State)
+			}
+		}
+		d.opt.Hooks.Run(d.hookCtx(), d.log, d.cfg.Hooks, ev)
 	}
 }
 
+// hookCtx bounds hooks by the daemon's life.
+func (d *Daemon) hookCtx() context.Context {
+	if d.runCtx != nil {
+		return d.runCtx
+	}
+	return context.Background()
+}
+
+// shutdown removes everything multiwan installed.
 func (d *Daemon) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := d.kernel.Remove(ctx, d.log); err != nil {
+	if err := d.opt.Kernel.Remove(ctx, d.log); err != nil {
 		d.log.Error("removing multiwan's kernel state", "err", err)
 		return
 	}
 	d.log.Info("removed everything multiwan installed")
+}
+
+// syncTrackers makes a tracker for every configured WAN, keeping the
+// tracker (and so the health history) of a WAN whose probe settings did not
+// change across a reload. Called with d.mu held (or before Run).
+func (d *Daemon) syncTrackers(old *config.Config) {
+	now := d.opt.Now()
+	next := map[string]*health.Tracker{}
+	for _, w := range d.cfg.WANs {
+		if tr, ok := d.trackers[w.Name]; ok && old != nil {
+			if ow, ok := old.WANByName(w.Name); ok && probeEqual(ow.Probe, w.Probe) {
+				next[w.Name] = tr
+				continue
+			}
+		}
+		next[w.Name] = health.NewTracker(w.Name, w.Probe, now)
+	}
+	d.trackers = next
+}
+
+func probeEqual(a, b config.Probe) bool {
+	return a.Method == b.Method && slices.Equal(a.Targets, b.Targets) && a.Interval == b.Interval &&
+		a.Timeout == b.Timeout && a.Down == b.Down && a.Up == b.Up && a.Reliability == b.Reliability &&
+		a.MaxLoss == b.MaxLoss && a.MaxRTT == b.MaxRTT
+}
+
+// startProbers starts one prober per WAN. Called with d.mu held.
+func (d *Daemon) startProbers() {
+	ctx, cancel := context.WithCancel(d.runCtx)
+	d.probing = cancel
+	marks := d.applied.Marks
+	for _, w := range d.cfg.WANs {
+		spec := probe.Spec{
+			WAN:         w.Name,
+			Mark:        marks[w.Name],
+			Method:      w.Probe.Method,
+			Targets:     w.Probe.Targets,
+			Interval:    w.Probe.Interval,
+			Timeout:     w.Probe.Timeout,
+			Reliability: w.Probe.Reliability,
+			Gateway:     d.gatewayOf(w),
+		}
+		d.probers.Add(1)
+		go func() {
+			defer d.probers.Done()
+			if err := d.opt.Probe(ctx, spec, d.rounds); err != nil && ctx.Err() == nil {
+				d.log.Error("prober stopped", "wan", spec.WAN, "err", err)
+			}
+		}()
+	}
+}
+
+// stopProbers cancels the probers and waits for them, draining rounds they
+// may be blocked on. Called with d.mu held.
+func (d *Daemon) stopProbers() {
+	if d.probing == nil {
+		return
+	}
+	d.probing()
+	done := make(chan struct{})
+	go func() { d.probers.Wait(); close(done) }()
+	for {
+		select {
+		case <-done:
+			d.probing = nil
+			return
+		case <-d.rounds:
+		}
+	}
+}
+
+// gatewayOf returns a function giving the WAN's current gateway: the
+// configured one, or the one learned from the kernel.
+func (d *Daemon) gatewayOf(w config.WAN) func() netip.Addr {
+	if !w.GatewayAuto {
+		gw := w.Gateway
+		return func() netip.Addr { return gw }
+	}
+	name := w.Name
+	return func() netip.Addr {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.links[name].Gateway
+	}
+}
+
+// Reload re-reads the config. An invalid one is refused with its errors and
+// nothing changes. The override survives when its WAN still exists.
+func (d *Daemon) Reload() error {
+	cfg, err := d.opt.Load()
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old := d.cfg
+	d.cfg = cfg
+	d.syncTrackers(old)
+	if d.override != "" {
+		if _, ok := cfg.WANByName(d.override); !ok {
+			d.log.Warn("override cleared: its WAN is gone from the config", "wan", d.override)
+			d.override = ""
+		}
+	}
+	if old.Control != cfg.Control {
+		d.log.Warn("control socket settings changed; they take effect at the next start")
+	}
+	d.log.Info("config reloaded", "file", cfg.File)
+	ctx := d.runCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := d.refreshLinks(); err != nil {
+		return err
+	}
+	if err := d.reconcile(ctx, false, "reload", nil); err != nil {
+		return fmt.Errorf("config accepted but applying it failed: %w", err)
+	}
+	if d.runCtx != nil {
+		d.stopProbers()
+		d.startProbers()
+	}
+	return nil
+}
+
+// Use sets the manual override: wan becomes the preferred member of every
+// policy that contains it; "" or "auto" returns to the automatic choice.
+func (d *Daemon) Use(wan string) error {
+	if wan == "auto" {
+		wan = ""
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if wan != "" {
+		if _, ok := d.cfg.WANByName(wan); !ok {
+			return fmt.Errorf("no WAN named %q (configured: %s)", wan, strings.Join(wanNames(d.cfg), ", "))
+		}
+	}
+	if wan == d.override {
+		return nil
+	}
+	prev := d.override
+	d.override = wan
+	d.log.Info("override", "wan", orAuto(wan), "previous", orAuto(prev))
+	ctx := d.runCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := d.reconcile(ctx, false, "override "+orAuto(wan), nil); err != nil {
+		d.override = prev
+		return err
+	}
+	return nil
+}
+
+func orAuto(wan string) string {
+	if wan == "" {
+		return "auto"
+	}
+	return wan
+}
+
+func wanNames(cfg *config.Config) []string {
+	var names []string
+	for _, w := range cfg.WANs {
+		names = append(names, w.Name)
+	}
+	return names
 }
 
 func oneLine(err error) string {

@@ -27,6 +27,10 @@ type Desired struct {
 	// Marks maps each WAN to its mark value (inside the WAN-id bits of
 	// the mark mask).
 	Marks map[string]uint32
+	// States is each WAN's state as the plan used it: the health given,
+	// except that a WAN without a route (link missing or down, no
+	// gateway) is down.
+	States map[string]State
 	// Mask is the configured mark_mask, IDMask the part of it that holds
 	// WAN ids, MovableBit the one bit that flags movable flows.
 	Mask, IDMask, MovableBit uint32

@@ -114,6 +114,7 @@ func (p *planner) plan() *Desired {
 	n := len(cfg.WANs)
 	d := &Desired{
 		Marks:           map[string]uint32{},
+		States:          map[string]State{},
 		Mask:            mask,
 		IDMask:          idMask,
 		MovableBit:      movable,
@@ -147,6 +148,7 @@ func (p *planner) plan() *Desired {
 		wans[i] = wi
 		byName[w.Name] = wi
 		d.Marks[w.Name] = wi.mark
+		d.States[w.Name] = wi.state
 	}
 
 	for _, pol := range cfg.Policies {

@@ -1,0 +1,389 @@
+// Command bench measures multiwan in the namespace lab and prints each
+// figure beside its target (PRODUCT.md §6). `make bench` runs it as root.
+// Figures are medians and percentiles over repeated runs, because the
+// machines are shared and noisy; nothing here is a pass/fail test.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/multiwan/multiwan/internal/lab"
+)
+
+var (
+	multiwanBin = flag.String("multiwan", "bin/multiwan", "the multiwan binary")
+	cuts        = flag.Int("cuts", 10, "upstream cuts per failover measurement")
+	soak        = flag.Duration("soak", 60*time.Second, "how long to watch for false alarms at 5% loss, and to measure footprint")
+	toggles     = flag.Int("toggles", 200, "override switches for the decision → kernel measurement")
+)
+
+// row is one line of the result table.
+type row struct {
+	what, figure, target, note string
+}
+
+var rows []row
+
+func add(what, figure, target, note string) {
+	rows = append(rows, row{what, figure, target, note})
+	fmt.Fprintf(os.Stderr, "bench: %s: %s (target %s) %s\n", what, figure, target, note)
+}
+
+func main() {
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "bench: needs root (sudo make bench)")
+		os.Exit(1)
+	}
+	bin, err := filepath.Abs(*multiwanBin)
+	if err == nil {
+		_, err = os.Stat(bin)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: multiwan binary:", err)
+		os.Exit(1)
+	}
+	*multiwanBin = bin
+	_, _ = lab.SweepStale()
+	for _, b := range []func() error{
+		func() error {
+			return failover("failover, interval 100ms down 3 (cut → first new connection via isp2)",
+				"{targets: [203.0.113.20, 203.0.113.30], interval: 100ms, down: 3, up: 3}", "≤ 0.5 s median")
+		},
+		func() error {
+			return failover("failover, shipped defaults", "{targets: [203.0.113.20, 203.0.113.30]}", "≤ 2 s median")
+		},
+		falseAlarms,
+		decisionToKernel,
+		footprint,
+	} {
+		if err := b(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "WHAT\tMEASURED\tTARGET\tNOTE")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.what, r.figure, r.target, r.note)
+	}
+	w.Flush()
+}
+
+// daemon is multiwan running in a lab's router namespace.
+type daemon struct {
+	l    *lab.Lab
+	cfg  string
+	proc *lab.Proc
+}
+
+func startDaemon(l *lab.Lab, cfg string) (*daemon, error) {
+	dir, err := os.MkdirTemp("", "multiwan-bench-")
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "multiwan.yaml")
+	cfg += fmt.Sprintf("control: {socket: %s}\n", filepath.Join(dir, "mw.sock"))
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := l.Start(lab.NSRouter, *multiwanBin, "run", "-c", path)
+	if err != nil {
+		return nil, err
+	}
+	d := &daemon{l: l, cfg: path, proc: p}
+	return d, d.waitState("isp1", "up", 10*time.Second)
+}
+
+func (d *daemon) stop() {
+	_ = d.proc.Signal(syscall.SIGTERM)
+	_ = d.proc.Wait(10 * time.Second)
+	os.RemoveAll(filepath.Dir(d.cfg))
+}
+
+func (d *daemon) cli(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := d.l.Exec(ctx, lab.NSRouter, append([]string{*multiwanBin, args[0], "-c", d.cfg}, args[1:]...)...)
+	return string(out), err
+}
+
+func (d *daemon) state(wan string) string {
+	out, err := d.cli("status", "--json")
+	if err != nil {
+		return ""
+	}
+	var st struct {
+		WANs []struct{ Name, State string } `json:"wans"`
+	}
+	if json.Unmarshal([]byte(out), &st) != nil {
+		return ""
+	}
+	for _, w := range st.WANs {
+		if w.Name == wan {
+			return w.State
+		}
+	}
+	return ""
+}
+
+func (d *daemon) waitState(wan, state string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return d.l.WaitFor(ctx, func() error {
+		if got := d.state(wan); got != state {
+			return fmt.Errorf("%s is %q, want %s\n%s", wan, got, state, d.proc.Output())
+		}
+		return nil
+	})
+}
+
+func wans(n int, probe string) string {
+	var b strings.Builder
+	b.WriteString("wans:\n")
+	for k := 1; k <= n; k++ {
+		fmt.Fprintf(&b, "  - {name: isp%d, interface: wan%d, gateway: %s, probe: %s}\n", k, k, gateway(k), probe)
+	}
+	return b.String()
+}
+
+func gateway(k int) string {
+	if k <= lab.MaxISPs {
+		return lab.ISPGateway(k)
+	}
+	return "192.0.2.193" // the extra link footprint adds to isp3
+}
+
+const failoverPolicy = `policies:
+  - name: failover
+    members:
+      - {wan: isp1, tier: 1}
+      - {wan: isp2, tier: 2}
+default_policy: failover
+`
+
+// whoami asks the internet server from the client, over a new connection,
+// which address it sees; it gives up after timeout.
+func whoami(l *lab.Lab, timeout time.Duration) string {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	body, err := l.Curl(ctx, lab.NSClient, "http://"+lab.ServiceAddr+"/", "--connect-timeout", fmt.Sprintf("%.3f", timeout.Seconds()))
+	if err != nil {
+		return ""
+	}
+	return body
+}
+
+// failover cuts ISP1's upstream repeatedly and times, from the cut, the
+// first new connection that gets through ISP2.
+func failover(what, probe, target string) error {
+	l, err := lab.New(lab.Options{ISPs: 2})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	d, err := startDaemon(l, wans(2, probe)+failoverPolicy)
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+	var times []time.Duration
+	for range *cuts {
+		if err := d.waitState("isp1", "up", 15*time.Second); err != nil {
+			return err
+		}
+		if got := whoami(l, time.Second); got != lab.ISPPublicAddr(1) {
+			return fmt.Errorf("before the cut: seen from %q", got)
+		}
+		cut := time.Now()
+		if err := l.CutUpstream(1); err != nil {
+			return err
+		}
+		var took time.Duration
+		for time.Since(cut) < 20*time.Second {
+			// Each try is a new connection; a try through the dead
+			// ISP1 gives up after 100 ms, like a client retrying.
+			if whoami(l, 100*time.Millisecond) == lab.ISPPublicAddr(2) {
+				took = time.Since(cut)
+				break
+			}
+		}
+		if took == 0 {
+			return fmt.Errorf("no failover within 20 s")
+		}
+		times = append(times, took)
+		if err := l.RestoreUpstream(1); err != nil {
+			return err
+		}
+	}
+	add(what, fmt.Sprintf("median %s, p90 %s (n=%d)", ms(pct(times, 50)), ms(pct(times, 90)), len(times)), target,
+		"Foomuuri tuned alike: 0.51 s")
+	return nil
+}
+
+// falseAlarms runs the shipped defaults through 5 % random loss on ISP1
+// (each direction, so about 10 % of probes) and counts transitions to down.
+func falseAlarms() error {
+	l, err := lab.New(lab.Options{ISPs: 2})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	d, err := startDaemon(l, wans(2, "{targets: [203.0.113.20, 203.0.113.30]}")+failoverPolicy)
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+	if err := l.SetLoss(1, 5); err != nil {
+		return err
+	}
+	time.Sleep(*soak) // watching what happens over time is the measurement
+	downs := strings.Count(d.proc.Output(), "wan=isp1 from=up to=down") + strings.Count(d.proc.Output(), "wan=isp1 from=degraded to=down")
+	add("false alarms at 5% random loss, shipped defaults", fmt.Sprintf("%d downs in %s", downs, *soak), "0", "")
+	return nil
+}
+
+var tookRe = regexp.MustCompile(`msg=policy .*cause="override [^"]*" took=([0-9.]+)(µs|ms|s)`)
+
+// decisionToKernel switches the override back and forth and reads, from the
+// daemon's log, how long each decision took to reach the kernel (plan,
+// nft transaction, rules and routes reconciled).
+func decisionToKernel() error {
+	l, err := lab.New(lab.Options{ISPs: 2})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	d, err := startDaemon(l, wans(2, "{targets: [203.0.113.20, 203.0.113.30]}")+failoverPolicy)
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+	for i := range *toggles {
+		wan := "isp2"
+		if i%2 == 1 {
+			wan = "auto"
+		}
+		if out, err := d.cli("use", wan); err != nil {
+			return fmt.Errorf("use %s: %v %s", wan, err, out)
+		}
+	}
+	var times []time.Duration
+	for _, m := range tookRe.FindAllStringSubmatch(d.proc.Output(), -1) {
+		v, _ := strconv.ParseFloat(m[1], 64)
+		unit := map[string]time.Duration{"µs": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[m[2]]
+		times = append(times, time.Duration(v*float64(unit)))
+	}
+	if len(times) == 0 {
+		return fmt.Errorf("no switch timings in the log")
+	}
+	add("decision → kernel updated", fmt.Sprintf("p50 %s, p99 %s (n=%d)", ms(pct(times, 50)), ms(pct(times, 99)), len(times)),
+		"≤ 10 ms p99", "mwan3/VyOS rebuild with shell and nft -f")
+	return nil
+}
+
+// footprint runs 4 WANs × 2 targets × 10 Hz and reads the daemon's RSS and
+// CPU time from /proc.
+func footprint() error {
+	l, err := lab.New(lab.Options{ISPs: 3})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	// A fourth WAN: a second link from the router to isp3.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, argv := range [][]string{
+		{"ip", "link", "add", "wan4", "type", "veth", "peer", "name", "cust4", "netns", nsPath(l, lab.ISPNS(3))},
+		{"ip", "addr", "add", "192.0.2.194/26", "dev", "wan4"},
+		{"ip", "link", "set", "wan4", "up"},
+	} {
+		if out, err := l.Exec(ctx, lab.NSRouter, argv...); err != nil {
+			return fmt.Errorf("%v: %v %s", argv, err, out)
+		}
+	}
+	for _, argv := range [][]string{
+		{"ip", "addr", "add", "192.0.2.193/26", "dev", "cust4"},
+		{"ip", "link", "set", "cust4", "up"},
+	} {
+		if out, err := l.Exec(ctx, lab.ISPNS(3), argv...); err != nil {
+			return fmt.Errorf("%v: %v %s", argv, err, out)
+		}
+	}
+	policy := `policies:
+  - name: all
+    members: [{wan: isp1}, {wan: isp2}, {wan: isp3}, {wan: isp4}]
+default_policy: all
+`
+	d, err := startDaemon(l, wans(4, "{targets: [203.0.113.20, 203.0.113.30], interval: 100ms}")+policy)
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+	for k := 1; k <= 4; k++ {
+		if err := d.waitState(fmt.Sprintf("isp%d", k), "up", 10*time.Second); err != nil {
+			return err
+		}
+	}
+	pid := d.proc.Pid()
+	cpu0, t0 := cpuTime(pid), time.Now()
+	time.Sleep(*soak) // the daemon's steady-state cost over this time is the measurement
+	cpu1, t1 := cpuTime(pid), time.Now()
+	share := float64(cpu1-cpu0) / float64(t1.Sub(t0)) * 100
+	add("daemon RSS, 4 WANs × 2 targets × 10 Hz", fmt.Sprintf("%.1f MB", float64(rssKB(pid))/1024), "≤ 30 MB", "")
+	add("daemon CPU, same", fmt.Sprintf("%.2f %% of a core over %s", share, *soak), "≤ 2 %", "dpinger ~8 % for 100 targets at 1 Hz")
+	return nil
+}
+
+// nsPath names a lab namespace for `ip link ... netns`.
+func nsPath(l *lab.Lab, logical string) string { return l.NS(logical) }
+
+// cpuTime is the process's user+system CPU time.
+func cpuTime(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
+
+func rssKB(pid int) int {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	return 0
+}
+
+func pct(ds []time.Duration, p int) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := (len(s)*p + 99) / 100
+	return s[max(0, min(len(s)-1, i-1))]
+}
+
+func ms(d time.Duration) string {
+	if d < 10*time.Millisecond {
+		return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+	}
+	return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+}

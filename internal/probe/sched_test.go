@@ -1,0 +1,395 @@
+package probe
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// fakeTransport records the probes a scheduler sends.
+type fakeTransport struct {
+	sent []*flight
+	// fail makes send fail for these addresses.
+	fail map[netip.Addr]error
+}
+
+func (f *fakeTransport) send(fl *flight) error {
+	if err := f.fail[fl.addr]; err != nil {
+		return err
+	}
+	f.sent = append(f.sent, fl)
+	return nil
+}
+
+func (f *fakeTransport) close() {}
+
+// testSched drives a scheduler with a synthetic clock.
+type testSched struct {
+	t   *testing.T
+	s   *scheduler
+	tr  *fakeTransport
+	now time.Time
+	t0  time.Time
+}
+
+func newTestSched(t *testing.T, spec Spec) *testSched {
+	t.Helper()
+	if spec.Interval == 0 {
+		spec.Interval = 100 * ms
+	}
+	if spec.Timeout == 0 {
+		spec.Timeout = time.Second
+	}
+	if spec.Reliability == 0 {
+		spec.Reliability = 1
+	}
+	spec.WAN = "isp1"
+	_, targets, err := parseSpec(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ts := &testSched{t: t, tr: &fakeTransport{}, now: t0, t0: t0}
+	ts.s = newScheduler(spec, targets, ts.tr, t0)
+	ts.s.clock = func() time.Time { return ts.now }
+	return ts
+}
+
+// at moves the clock to t0+d and runs what is due.
+func (ts *testSched) at(d time.Duration) {
+	ts.now = ts.t0.Add(d)
+	ts.s.step(ts.now)
+}
+
+// reply answers probe i (index into sent) at t0+d, as the ICMP reader
+// would.
+func (ts *testSched) reply(i int, d time.Duration) {
+	f := ts.tr.sent[i]
+	ts.s.handle(event{icmp: true, seq: uint16(f.id), src: f.addr, at: ts.t0.Add(d), ok: true})
+}
+
+// take empties the outbox.
+func (ts *testSched) take() []Round {
+	out := ts.s.outbox
+	ts.s.outbox = nil
+	return out
+}
+
+func describeRounds(rs []Round) string {
+	s := ""
+	for _, r := range rs {
+		s += fmt.Sprintf("[seq %d late %v", r.Seq, r.Late)
+		for _, res := range r.Results {
+			s += fmt.Sprintf(" %s:%v/%v/%q", res.Target, res.OK, res.RTT, res.Err)
+		}
+		s += "] "
+	}
+	return s
+}
+
+func TestRoundJudgedWhenEveryTargetAnswered(t *testing.T) {
+	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1", "198.51.100.2"}})
+	ts.at(0)
+	if len(ts.tr.sent) != 2 {
+		t.Fatalf("sent %d probes, want 2", len(ts.tr.sent))
+	}
+	ts.reply(1, 3*ms)
+	if out := ts.take(); len(out) != 0 {
+		t.Fatalf("round judged before every target answered: %s", describeRounds(out))
+	}
+	ts.reply(0, 5*ms)
+	out := ts.take()
+	if len(out) != 1 || out[0].Seq != 1 || out[0].Late || out[0].WAN != "isp1" || !out[0].Start.Equal(ts.t0) {
+		t.Fatalf("got %s", describeRounds(out))
+	}
+	want := []Result{{Target: "198.51.100.1", OK: true, RTT: 5 * ms}, {Target: "198.51.100.2", OK: true, RTT: 3 * ms}}
+	for i, w := range want {
+		if out[0].Results[i] != w {
+			t.Errorf("result %d = %+v, want %+v", i, out[0].Results[i], w)
+		}
+	}
+	if len(ts.s.flights) != 0 {
+		t.Errorf("%d flights left after every answer", len(ts.s.flights))
+	}
+}
+
+func TestRoundDeadlineAdapts(t *testing.T) {
+	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1", "198.51.100.2"}, Reliability: 2})
+	ts.at(0)
+	ts.reply(0, 2*ms)
+	// No sample before round 1: it waits the whole timeout.
+	ts.at(999 * ms)
+	if out := ts.take(); len(out) != 0 {
+		t.Fatalf("round 1 judged before its deadline: %s", describeRounds(out))
+	}
+	ts.at(time.Second)
+	out := ts.take()
+	if len(out) != 1 || !out[0].Results[0].OK || out[0].Results[1].OK || out[0].Results[1].Err != "timeout" {
+		t.Fatalf("round 1: %s", describeRounds(out))
+	}
+	// Round 1 was bad (reliability 2): the next rounds come fast. Their
+	// deadline follows target 0's 2ms RTT: (2+4*1)*2+25 = 37 → 50ms.
+	start := ts.s.open[len(ts.s.open)-1].start
+	if got := ts.s.open[len(ts.s.open)-1].deadline.Sub(start); got != 50*ms {
+		t.Fatalf("deadline with a 2ms sample: %v, want 50ms", got)
+	}
+}
+
+func TestRoundsDeliveredInSeqOrder(t *testing.T) {
+	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1"}})
+	ts.at(0) // round 1: no sample, deadline 1s
+	// Round 2 has a sample (seeded here) and a 50ms deadline; it is
+	// judged long before round 1 but must not overtake it.
+	ts.s.targets[0].est.update(ms)
+	ts.at(100 * ms)
+	if len(ts.tr.sent) != 2 {
+		t.Fatalf("sent %d probes, want 2", len(ts.tr.sent))
+	}
+	ts.reply(1, 101*ms)
+	if !ts.s.open[1].judged {
+		t.Fatal("round 2 not judged when its only target answered")
+	}
+	if out := ts.take(); len(out) != 0 {
+		t.Fatalf("round 2 delivered before round 1: %s", describeRounds(out))
+	}
+	// Round 1's answer after round 2 was judged: on time for round 1.
+	ts.reply(0, 150*ms)
+	out := ts.take()
+	if len(out) != 2 || out[0].Seq != 1 || out[1].Seq != 2 || !out[0].Results[0].OK || !out[1].Results[0].OK {
+		t.Fatalf("got %s, want rounds 1 and 2 in order", describeRounds(out))
+	}
+	if out[0].Results[0].RTT != 150*ms || out[1].Results[0].RTT != ms {
+		t.Fatalf("RTTs %v %v", out[0].Results[0].RTT, out[1].Results[0].RTT)
+	}
+}
+
+func TestLateAnswers(t *testing.T) {
+	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1", "198.51.100.2"}})
+	ts.s.targets[0].est.update(ms)
+	ts.s.targets[1].est.update(ms)
+	ts.at(0) // deadline 50ms
+	ts.at(50 * ms)
+	out := ts.take()
+	if len(out) != 1 || out[0].Late || out[0].Good(1) {
+		t.Fatalf("round 1 at its deadline: %s", describeRounds(out))
+	}
+	before := ts.s.targets[0].est.srtt
+	ts.reply(0, 200*ms)
+	ts.reply(1, 210*ms)
+	out = ts.take()
+	// Both late answers are queued before the consumer takes them: one
+	// report.
+	if len(out) != 1 || !out[0].Late || out[0].Seq != 1 || len(out[0].Results) != 2 ||
+		out[0].Results[0] != (Result{Target: "198.51.100.1", OK: true, RTT: 200 * ms}) ||
+		out[0].Results[1] != (Result{Target: "198.51.100.2", OK: true, RTT: 210 * ms}) {
+		t.Fatalf("late report: %s", describeRounds(out))
+	}
+	if ts.s.targets[0].est.srtt <= before {
+		t.Error("a late answer did not update srtt")
+	}
+	// Round 2 (fast, since round 1 was bad): an answer after Timeout is
+	// dropped, and so is the flight.
+	ts.at(60 * ms)
+	if len(ts.tr.sent) != 4 {
+		t.Fatalf("round 2 not started: %d probes", len(ts.tr.sent))
+	}
+	ts.at(60*ms + time.Second)
+	ts.take()
+	ts.reply(2, 60*ms+time.Second+ms)
+	if out := ts.take(); len(out) != 0 {
+		t.Fatalf("answer after Timeout reported: %s", describeRounds(out))
+	}
+	if ts.s.flights[ts.tr.sent[2].id] != nil || ts.s.flights[ts.tr.sent[3].id] != nil {
+		t.Fatal("flights left after their Timeout")
+	}
+}
+
+func TestLateAnswerWaitsForItsRound(t *testing.T) {
+	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1"}})
+	ts.at(0) // round 1: deadline 1s
+	ts.s.targets[0].est.update(ms)
+	ts.at(100 * ms) // round 2: deadline 150ms
+	ts.at(150 * ms)
+	ts.reply(1, 170*ms) // late for round 2, which waits behind round 1
+	if out := ts.take(); len(out) != 0 {
+		t.Fatalf("reports before round 1: %s", describeRounds(out))
+	}
+	ts.reply(0, 180*ms)
+	out := ts.take()
+	if len(out) != 3 || out[0].Seq != 1 || out[0].Late || out[1].Seq != 2 || out[1].Late || out[1].Good(1) ||
+		out[2].Seq != 2 || !out[2].Late || !out[2].Results[0].OK {
+		t.Fatalf("got %s, want round 1, round 2 (bad), late report for 2", describeRounds(out))
+	}
+}
+
+func TestAnswerBeforeDeadlineSeenAfter(t *testing.T) {
+	// The scheduler may see an answer after the deadline passed, yet the
+	// answer's own arrival time decides.
+	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1"}})
+	ts.s.targets[0].est.update(ms)
+	ts.at(0)
+	ts.now = ts.t0.Add(70 * ms) // no step: the timer has not fired
+	ts.reply(0, 49*ms)
+	out := ts.take()
+	if len(out) != 1 || !out[0].Results[0].OK {
+		t.Fatalf("got %s", describeRounds(out))
+	}
+}
+
+func TestFastConfirmation(t *testing.T) {
+	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1"}, Interval: 100 * ms})
+	ts.s.targets[0].est.update(ms)
+	ts.at(0)
+	ts.reply(0, ms)
+	if want := ts.t0.Add(100 * ms); !ts.s.nextStart.Equal(want) {
+		t.Fatalf("next start after a good round %v, want +100ms", ts.s.nextStart.Sub(ts.t0))
+	}
+	ts.at(100 * ms) // round 2: never answered
+	ts.at(150 * ms) // judged bad at its 50ms deadline
+	// Due at 125ms already: starts now, and every 25ms from there.
+	if len(ts.tr.sent) != 3 {
+		t.Fatalf("no round started at once after a bad round: %d probes", len(ts.tr.sent))
+	}
+	if want := ts.t0.Add(175 * ms); !ts.s.nextStart.Equal(want) {
+		t.Fatalf("next start in fast mode %v, want +175ms", ts.s.nextStart.Sub(ts.t0))
+	}
+	ts.at(175 * ms)
+	if len(ts.tr.sent) != 4 {
+		t.Fatalf("fast round not started: %d", len(ts.tr.sent))
+	}
+	ts.reply(2, 176*ms) // round 3 good: back to the normal rhythm
+	if want := ts.t0.Add(275 * ms); !ts.s.nextStart.Equal(want) {
+		t.Fatalf("next start after recovery %v, want +275ms", ts.s.nextStart.Sub(ts.t0))
+	}
+	// Round 4 (started in fast mode) failing later still counts: it is
+	// the newest judged round.
+	ts.at(225 * ms)
+	if !ts.s.fast {
+		t.Fatal("newest round bad but not in fast mode")
+	}
+	// An old round judged late does not flip the mode.
+	ts.s.lastJudged = 10
+	ts.s.fast = false
+	ts.s.targets[0].est = rttEstimator{}
+	ts.at(300 * ms)
+	ts.at(1300 * ms)
+	if ts.s.fast {
+		t.Fatal("a round older than the newest judged one set fast mode")
+	}
+}
+
+func TestSendErrorFailsAtOnce(t *testing.T) {
+	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1", "198.51.100.2"}})
+	ts.tr.fail = map[netip.Addr]error{
+		netip.MustParseAddr("198.51.100.1"): errors.New("network is unreachable"),
+		netip.MustParseAddr("198.51.100.2"): errors.New("network is unreachable"),
+	}
+	ts.at(0)
+	out := ts.take()
+	if len(out) != 1 || out[0].Results[0].Err != "network is unreachable" || out[0].Results[1].OK {
+		t.Fatalf("got %s", describeRounds(out))
+	}
+	if len(ts.s.flights) != 0 {
+		t.Fatal("failed sends left flights")
+	}
+}
+
+func TestGatewayTarget(t *testing.T) {
+	gw := netip.Addr{}
+	ts := newTestSched(t, Spec{Gateway: func() netip.Addr { return gw }})
+	ts.at(0)
+	out := ts.take()
+	if len(out) != 1 || out[0].Results[0] != (Result{Target: "gateway", Err: "no gateway"}) {
+		t.Fatalf("no gateway: %s", describeRounds(out))
+	}
+	if len(ts.tr.sent) != 0 {
+		t.Fatal("probed an invalid gateway")
+	}
+	gw = netip.MustParseAddr("198.51.100.1")
+	ts.at(25 * ms) // fast: the last round was bad
+	ts.reply(0, 26*ms)
+	out = ts.take()
+	if len(out) != 1 || out[0].Results[0] != (Result{Target: "198.51.100.1", OK: true, RTT: ms}) {
+		t.Fatalf("gateway: %s", describeRounds(out))
+	}
+	// A new gateway is a new path: its estimate starts over.
+	gw = netip.MustParseAddr("198.51.100.9")
+	ts.at(125 * ms)
+	if ts.s.targets[0].est.ok {
+		t.Fatal("estimate kept across a gateway change")
+	}
+	if ts.tr.sent[1].addr != gw {
+		t.Fatalf("probed %v, want the new gateway", ts.tr.sent[1].addr)
+	}
+	gw = netip.MustParseAddr("2001:db8::1")
+	ts.at(1125 * ms)
+	ts.at(1150 * ms)
+	out = ts.take()
+	if last := out[len(out)-1]; last.Results[0].Err != "no IPv4 gateway" {
+		t.Fatalf("IPv6 gateway: %s", describeRounds(out))
+	}
+}
+
+func TestBackpressure(t *testing.T) {
+	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1"}, Interval: 10 * ms})
+	for i := range 1000 {
+		ts.at(time.Duration(i) * 10 * ms)
+		if n := len(ts.tr.sent); n > 0 {
+			ts.reply(n-1, time.Duration(i)*10*ms+ms)
+		}
+	}
+	if len(ts.s.outbox) > maxOutbox || ts.s.seq > maxOutbox {
+		t.Fatalf("outbox %d, %d rounds started with nobody reading", len(ts.s.outbox), ts.s.seq)
+	}
+	if w := ts.s.wake(); !w.IsZero() {
+		t.Fatalf("scheduler wants to wake at %v with nothing to do", w)
+	}
+	// The consumer reads again: probing resumes at once.
+	ts.take()
+	ts.at(10*time.Second + 5*ms)
+	if ts.s.seq != maxOutbox+1 {
+		t.Fatalf("no round after the outbox drained (seq %d)", ts.s.seq)
+	}
+}
+
+func TestFlightsBounded(t *testing.T) {
+	// A dead target at 10ms with a long timeout: flights pile up only
+	// until their Timeout, and sequence numbers never alias.
+	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1", "198.51.100.2"}, Interval: 10 * ms, Timeout: 2 * time.Second})
+	for i := range 1000 {
+		ts.at(time.Duration(i) * 10 * ms)
+		ts.take()
+	}
+	// 2 targets × 2s / 10ms.
+	if n := len(ts.s.flights); n > 402 || len(ts.s.fifo) > 402 {
+		t.Fatalf("%d flights, %d in fifo", n, len(ts.s.fifo))
+	}
+}
+
+func TestSeqWraps(t *testing.T) {
+	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1"}})
+	ts.s.nextID = seqSpace*3 - 1 // the next ids cross a 16-bit boundary
+	ts.at(0)
+	ts.s.targets[0].est.update(ms)
+	ts.at(100 * ms)
+	if ids := []uint64{ts.tr.sent[0].id, ts.tr.sent[1].id}; uint16(ids[1]) != 0 {
+		t.Fatalf("ids %v do not wrap", ids)
+	}
+	ts.reply(1, 101*ms)
+	ts.reply(0, 102*ms)
+	out := ts.take()
+	if len(out) != 2 || !out[0].Results[0].OK || !out[1].Results[0].OK {
+		t.Fatalf("got %s", describeRounds(out))
+	}
+	// An id that has not been used yet and one from the previous cycle
+	// of the same 16 bits are unknown.
+	if f := ts.s.lookupSeq(5); f != nil {
+		t.Fatal("found a flight for an unused sequence number")
+	}
+	ts.s.nextID = 1
+	if f := ts.s.lookupSeq(0); f != nil {
+		t.Fatal("lookup before any probe")
+	}
+}
