@@ -49,8 +49,8 @@
 // down (for up, degraded or unknown) more than 3 times within 60 s needs
 // twice Up consecutive good rounds to become up or degraded, and a carrier
 // that returns then leaves it down, for the probes to decide. A path
-// flapping every 300 ms thus makes at most about ten transitions, then
-// stays down until it holds still.
+// flapping every 300 ms thus makes at most ten transitions in a minute
+// (fourteen when its carrier flaps), then stays down until it holds still.
 package health
 
 import (
@@ -197,7 +197,7 @@ func (t *Tracker) Observe(r probe.Round, now time.Time) (Transition, bool) {
 		}
 	case plan.StateDegraded:
 		if t.fine >= t.p.Up {
-			return t.move(plan.StateUp, now, fmt.Sprintf("quality good for %d rounds: %s", t.fine, t.summary(st)))
+			return t.move(plan.StateUp, now, fmt.Sprintf("quality good for %d rounds: %s", t.fine, summary(st)))
 		}
 	}
 	return Transition{}, false
@@ -273,7 +273,7 @@ func (t *Tracker) poor(st stats) (bool, string) {
 }
 
 // summary describes the window's quality, for the way back to up.
-func (t *Tracker) summary(st stats) string {
+func summary(st stats) string {
 	s := fmt.Sprintf("loss %s over %d rounds", pct(st.loss), st.rounds)
 	if st.rtt > 0 {
 		s += ", median rtt " + ms(st.rtt)

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/multiwan/multiwan/internal/plan"
 )
@@ -30,6 +31,22 @@ type Kernel struct {
 	NFT
 	Routing
 	Sysctls
+
+	// The rules, routes and sysctls last applied without error; a stage
+	// whose desired part equals them is skipped, so that a switch, which
+	// changes only the nft table, costs one small nft transaction. nil
+	// means unknown.
+	lastRules   []plan.Rule
+	lastRoutes  []plan.Route
+	lastSysctls []plan.Sysctl
+}
+
+// Invalidate forgets what was applied, so that the next Apply reconciles
+// every stage with the kernel again (after drift multiwan was told about,
+// or a failed apply).
+func (k *Kernel) Invalidate() {
+	k.NFT.Invalidate()
+	k.lastRules, k.lastRoutes, k.lastSysctls = nil, nil, nil
 }
 
 // New returns a Kernel that owns the nft table `inet <table>` and uses the
@@ -53,16 +70,34 @@ func New(table string) (*Kernel, error) {
 func (k *Kernel) Apply(ctx context.Context, d *plan.Desired, log *slog.Logger) error {
 	log = orDiscard(log)
 	var errs []error
-	if err := k.Sysctls.Apply(d.Sysctls, log); err != nil {
-		errs = append(errs, fmt.Errorf("sysctls: %w", err))
+	if k.lastSysctls == nil || !slices.Equal(k.lastSysctls, d.Sysctls) {
+		k.lastSysctls = nil
+		if err := k.Sysctls.Apply(d.Sysctls, log); err != nil {
+			errs = append(errs, fmt.Errorf("sysctls: %w", err))
+		} else {
+			k.lastSysctls = slices.Clone(d.Sysctls)
+		}
 	}
-	routesAdded, routesDeleted, err := k.ApplyRoutes(d.Routes)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("routes: %w", err))
+	var routesAdded, routesDeleted, rulesAdded, rulesDeleted int
+	if k.lastRoutes == nil || !slices.Equal(k.lastRoutes, d.Routes) {
+		var err error
+		k.lastRoutes = nil
+		routesAdded, routesDeleted, err = k.ApplyRoutes(d.Routes)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("routes: %w", err))
+		} else {
+			k.lastRoutes = slices.Clone(d.Routes)
+		}
 	}
-	rulesAdded, rulesDeleted, err := k.ApplyRules(d.Rules)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("rules: %w", err))
+	if k.lastRules == nil || !slices.Equal(k.lastRules, d.Rules) {
+		var err error
+		k.lastRules = nil
+		rulesAdded, rulesDeleted, err = k.ApplyRules(d.Rules)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("rules: %w", err))
+		} else {
+			k.lastRules = slices.Clone(d.Rules)
+		}
 	}
 	if err := k.NFT.Apply(ctx, &d.Table); err != nil {
 		errs = append(errs, fmt.Errorf("nft table: %w", err))
@@ -85,6 +120,7 @@ func (k *Kernel) Apply(ctx context.Context, d *plan.Desired, log *slog.Logger) e
 // past errors so that as much as possible is cleaned up.
 func (k *Kernel) Remove(ctx context.Context, log *slog.Logger) error {
 	log = orDiscard(log)
+	k.Invalidate()
 	var errs []error
 	if err := k.NFT.Remove(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("nft table: %w", err))

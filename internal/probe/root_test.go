@@ -1,0 +1,493 @@
+package probe
+
+// Root tests: the prober against a real kernel, inside network namespaces
+// that each test creates and deletes itself.
+//
+// The lab of a test: a "router" namespace R, where the prober runs, with a
+// veth to each of two "upstream" namespaces A and B. R has no default
+// route in main; fwmark 0x100 selects table 101 (default via A), 0x200
+// table 102 (default via B). Only B has the targets (203.0.113.20 and .21
+// on its lo), so a probe reaches them only if its mark sends it via B.
+//
+// Isolation: namespaces are named mwp<pid>-<n>-<role> and deleted in
+// t.Cleanup. Commands run with `ip -n NAME` or `ip netns exec NAME`.
+// Sockets are created by a goroutine that locks its OS thread, switches it
+// into the namespace, creates the socket and switches back (a socket stays
+// in the namespace it was created in); the test's own goroutines never
+// leave the host namespace. TestMain compares a snapshot of the host's
+// namespace before and after all tests.
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/vishvananda/netns"
+)
+
+const (
+	markA = 0x100
+	markB = 0x200
+)
+
+var (
+	targetB  = "203.0.113.20"
+	targetB2 = "203.0.113.21"
+	// gatewayB is B's end of the R–B link.
+	gatewayB = netip.MustParseAddr("198.51.100.6")
+)
+
+func TestMain(m *testing.M) {
+	var before string
+	root := os.Geteuid() == 0
+	if root {
+		before = hostSnapshot()
+	}
+	code := m.Run()
+	if root {
+		if after := hostSnapshot(); after != before {
+			fmt.Fprintf(os.Stderr, "FAIL: the host network namespace changed during the tests\nbefore:\n%s\nafter:\n%s", before, after)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// hostSnapshot describes what these tests could have touched in the host
+// namespace. Only this process's namespaces are listed: other packages'
+// tests may run at the same time.
+func hostSnapshot() string {
+	var b strings.Builder
+	for _, cmd := range [][]string{
+		{"nft", "list", "tables"},
+		{"ip", "-4", "rule"},
+		{"ip", "-4", "route", "show", "table", "all"},
+		{"ip", "-br", "link"},
+	} {
+		out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput()
+		fmt.Fprintf(&b, "$ %s (err=%v)\n%s", strings.Join(cmd, " "), err, out)
+	}
+	out, _ := exec.Command("ip", "netns", "list").CombinedOutput()
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, nsPrefix()) {
+			fmt.Fprintf(&b, "leftover namespace %s\n", l)
+		}
+	}
+	return b.String()
+}
+
+func nsPrefix() string { return fmt.Sprintf("mwp%d-", os.Getpid()) }
+
+// requireRoot fails the test when not root, unless MULTIWAN_SKIP_E2E=1.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("MULTIWAN_SKIP_E2E") == "1" {
+			t.Skip("not root and MULTIWAN_SKIP_E2E=1")
+		}
+		t.Fatal("the probe's kernel tests need root (set MULTIWAN_SKIP_E2E=1 to skip them)")
+	}
+	for _, tool := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: %v", tool, err)
+		}
+	}
+}
+
+var nsCount atomic.Int32
+
+// labNS is one named namespace of a test.
+type labNS struct {
+	t    *testing.T
+	name string
+	h    netns.NsHandle
+}
+
+func newNS(t *testing.T, role string) *labNS {
+	t.Helper()
+	name := fmt.Sprintf("%s%d-%s", nsPrefix(), nsCount.Add(1), role)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	n := &labNS{t: t, name: name, h: h}
+	n.ip("link", "set", "lo", "up")
+	return n
+}
+
+// ip runs `ip -n NAME args...`.
+func (n *labNS) ip(args ...string) {
+	n.t.Helper()
+	n.exec(append([]string{"ip"}, args...)...)
+}
+
+// exec runs a command inside the namespace.
+func (n *labNS) exec(args ...string) {
+	n.t.Helper()
+	argv := append([]string{"netns", "exec", n.name}, args...)
+	if out, err := exec.Command("ip", argv...).CombinedOutput(); err != nil {
+		n.t.Fatalf("ip %s: %v: %s", strings.Join(argv, " "), err, out)
+	}
+}
+
+// do runs fn on a thread that is in the namespace, then returns the
+// thread to the host namespace. It is the nsFunc given to run, and the
+// way the tests create their servers' sockets.
+func (n *labNS) do(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// Should anything fail the thread stays locked: the runtime ends
+		// it with this goroutine, so no other code runs in the namespace.
+		host, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer host.Close()
+		if err := netns.Set(n.h); err != nil {
+			errc <- fmt.Errorf("enter %s: %w", n.name, err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(host); err != nil {
+			errc <- fmt.Errorf("back from %s: %w", n.name, err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// topo is the lab described at the top of this file.
+type topo struct{ r, a, b *labNS }
+
+func newTopo(t *testing.T) *topo {
+	t.Helper()
+	requireRoot(t)
+	tp := &topo{r: newNS(t, "r"), a: newNS(t, "a"), b: newNS(t, "b")}
+	r, a, b := tp.r, tp.a, tp.b
+	// The veths are created inside R; their peers go straight into A and
+	// B. Nothing is ever created in the host namespace.
+	r.ip("link", "add", "ra", "type", "veth", "peer", "name", "ar", "netns", a.name)
+	r.ip("link", "add", "rb", "type", "veth", "peer", "name", "br", "netns", b.name)
+	r.ip("addr", "add", "198.51.100.1/30", "dev", "ra")
+	r.ip("addr", "add", "198.51.100.5/30", "dev", "rb")
+	a.ip("addr", "add", "198.51.100.2/30", "dev", "ar")
+	b.ip("addr", "add", "198.51.100.6/30", "dev", "br")
+	r.ip("link", "set", "ra", "up")
+	r.ip("link", "set", "rb", "up")
+	a.ip("link", "set", "ar", "up")
+	b.ip("link", "set", "br", "up")
+	b.ip("addr", "add", targetB+"/32", "dev", "lo")
+	b.ip("addr", "add", targetB2+"/32", "dev", "lo")
+	r.ip("route", "add", "default", "via", "198.51.100.2", "table", "101")
+	r.ip("route", "add", "default", "via", "198.51.100.6", "table", "102")
+	r.ip("rule", "add", "fwmark", fmt.Sprint(markA), "lookup", "101")
+	r.ip("rule", "add", "fwmark", fmt.Sprint(markB), "lookup", "102")
+	// Replies from the targets come in on rb, but R's main table has no
+	// route back to them: strict reverse-path filtering would drop them.
+	r.exec("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
+		"net.ipv4.conf.ra.rp_filter=0", "net.ipv4.conf.rb.rp_filter=0")
+	return tp
+}
+
+// listenTCP opens a listener inside n.
+func (n *labNS) listenTCP(addr string) net.Listener {
+	n.t.Helper()
+	var ln net.Listener
+	if err := n.do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+		n.t.Fatal(err)
+	}
+	n.t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// serveHTTP serves h inside n on addr.
+func (n *labNS) serveHTTP(addr string, h http.Handler) {
+	n.t.Helper()
+	ln := n.listenTCP(addr)
+	srv := &http.Server{Handler: h}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	n.t.Cleanup(func() { srv.Close(); <-done })
+}
+
+// serveDNS answers every query inside n on addr with an empty NOERROR.
+func (n *labNS) serveDNS(addr string) {
+	n.t.Helper()
+	var pc net.PacketConn
+	if err := n.do(func() (err error) { pc, err = net.ListenPacket("udp", addr); return err }); err != nil {
+		n.t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		w.WriteMsg(new(dns.Msg).SetReply(q))
+	})}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.ActivateAndServe() }()
+	n.t.Cleanup(func() { srv.Shutdown(); <-done })
+}
+
+func TestKernelMarkDecidesPath(t *testing.T) {
+	tp := newTopo(t)
+	tp.b.listenTCP(targetB + ":7070")
+	spec := func(method string, mark uint32, targets ...string) Spec {
+		return Spec{WAN: "b", Mark: mark, Method: method, Targets: targets, Interval: 50 * ms, Timeout: 300 * ms, Reliability: 1,
+			Gateway: func() netip.Addr { return gatewayB }}
+	}
+	for _, tc := range []struct {
+		name string
+		spec Spec
+		ok   bool
+		err  string
+	}{
+		{"icmp via B", spec("icmp", markB, targetB, targetB2), true, ""},
+		{"icmp via A", spec("icmp", markA, targetB, targetB2), false, "timeout"},
+		// R's main table has no default route: an unmarked probe has no
+		// path at all, and says so at once.
+		{"icmp unmarked", spec("icmp", 0, targetB), false, "network is unreachable"},
+		// B's link address, reached through table 102 or sent to A.
+		{"gateway via B", spec("icmp", markB), true, ""},
+		{"gateway via A", spec("icmp", markA), false, "timeout"},
+		{"tcp via B", spec("tcp", markB, targetB+":7070"), true, ""},
+		{"tcp via A", spec("tcp", markA, targetB+":7070"), false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			baseline := runtime.NumGoroutine()
+			r := startRun(t, tc.spec, tp.r.do)
+			for range 3 {
+				rd := r.nextRound(2 * time.Second)
+				for _, res := range rd.Results {
+					if res.OK != tc.ok || !strings.Contains(res.Err, tc.err) {
+						t.Fatalf("got %s, want ok=%v err %q", describeRounds([]Round{rd}), tc.ok, tc.err)
+					}
+				}
+				if tc.spec.Targets == nil && rd.Results[0].Target != gatewayB.String() {
+					t.Fatalf("gateway round names %q", rd.Results[0].Target)
+				}
+			}
+			r.stop()
+			checkNoLeak(t, baseline)
+		})
+	}
+}
+
+func TestKernelProbeMethods(t *testing.T) {
+	tp := newTopo(t)
+	tp.b.listenTCP(targetB + ":7070")
+	tp.b.serveHTTP(targetB+":8080", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	tp.b.serveDNS(targetB + ":53")
+	for _, tc := range []struct {
+		method       string
+		good, absent string
+	}{
+		{"tcp", targetB + ":7070", targetB + ":7071"},
+		{"http", "http://" + targetB + ":8080/", "http://" + targetB + ":8081/"},
+		{"dns", targetB, targetB + ":5353"},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			r := startRun(t, Spec{Mark: markB, Method: tc.method, Targets: []string{tc.good, tc.absent},
+				Interval: 50 * ms, Timeout: 500 * ms, Reliability: 1}, tp.r.do)
+			for range 3 {
+				rd := r.nextRound(2 * time.Second)
+				g, a := rd.Results[0], rd.Results[1]
+				if !g.OK || g.RTT <= 0 || g.Target != tc.good || a.OK || a.Err != "connection refused" || a.Target != tc.absent {
+					t.Fatalf("got %s", describeRounds([]Round{rd}))
+				}
+			}
+		})
+	}
+}
+
+// dropIn makes B drop every IP packet addressed to it, until undone.
+func (tp *topo) dropIn() (undo func()) {
+	tp.b.exec("nft", "add", "table", "inet", "t")
+	tp.b.exec("nft", "add", "chain", "inet", "t", "in", "{ type filter hook input priority 0 ; policy drop ; }")
+	return func() { tp.b.exec("nft", "delete", "table", "inet", "t") }
+}
+
+func TestKernelDeadlineAndFastConfirmation(t *testing.T) {
+	tp := newTopo(t)
+	const interval = 100 * ms
+	r := startRun(t, Spec{Mark: markB, Method: "icmp", Targets: []string{targetB, targetB2},
+		Interval: interval, Timeout: time.Second, Reliability: 1}, tp.r.do)
+	for i := range 5 {
+		if rd := r.nextRound(2 * time.Second); !allOK(rd) {
+			t.Fatalf("round %d before the cut: %s", i+1, describeRounds([]Round{rd}))
+		}
+	}
+	undo := tp.dropIn()
+	// The first failing round, then four more. Each is judged at its
+	// adaptive deadline (50ms on a veth), far below the 1s Timeout; and
+	// they come every Interval/4 once the first failed.
+	var failed []Round
+	var judged []time.Duration
+	end := time.Now().Add(3 * time.Second)
+	for len(failed) < 5 && time.Now().Before(end) {
+		rd := r.nextRound(2 * time.Second)
+		at := time.Since(rd.Start)
+		if rd.Good(1) {
+			if len(failed) > 0 {
+				t.Fatalf("good round %d after the cut", rd.Seq)
+			}
+			continue
+		}
+		failed = append(failed, rd)
+		judged = append(judged, at)
+	}
+	if len(failed) < 5 {
+		t.Fatalf("only %d failed rounds within 3s of the cut", len(failed))
+	}
+	t.Logf("failed rounds judged after %v", judged)
+	for i, d := range judged {
+		// 50ms is the floor; the upper bound leaves room for a loaded CI
+		// machine while staying far below the 1s Timeout.
+		if d < 45*ms || d > 250*ms {
+			t.Errorf("failed round %d judged %v after its start, want about 50ms", failed[i].Seq, d)
+		}
+		if failed[i].Results[0].Err != "timeout" {
+			t.Errorf("failed round %d: %s", failed[i].Seq, describeRounds(failed[i:i+1]))
+		}
+	}
+	var gaps []time.Duration
+	for i := 1; i < len(failed); i++ {
+		gaps = append(gaps, failed[i].Start.Sub(failed[i-1].Start))
+	}
+	t.Logf("gaps between failed rounds %v (interval %v)", gaps, interval)
+	// The first gap may straddle the cut; the later ones are fast.
+	for _, g := range gaps[1:] {
+		if g > interval/2 {
+			t.Errorf("gaps %v between failed rounds: fast confirmation should make them %v", gaps, interval/4)
+			break
+		}
+	}
+	undo()
+	// Good again, then back to the normal rhythm.
+	first := r.waitFor(3*time.Second, "recovery", allOK)
+	var prev Round = first
+	for range 2 {
+		rd := r.nextRound(2 * time.Second)
+		if !allOK(rd) {
+			t.Fatalf("after recovery: %s", describeRounds([]Round{rd}))
+		}
+		if g := rd.Start.Sub(prev.Start); g < interval*9/10 && prev.Seq != first.Seq {
+			t.Errorf("gap %v after recovery, want %v", g, interval)
+		}
+		prev = rd
+	}
+}
+
+func TestKernelLateAnswer(t *testing.T) {
+	tp := newTopo(t)
+	var n atomic.Int32
+	const slow = 200 * ms
+	tp.b.serveHTTP(targetB+":8080", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if n.Add(1) > 5 {
+			select {
+			case <-time.After(slow):
+			case <-req.Context().Done():
+			}
+		}
+	}))
+	r := startRun(t, Spec{Mark: markB, Method: "http", Targets: []string{"http://" + targetB + ":8080/"},
+		Interval: 100 * ms, Timeout: time.Second, Reliability: 1}, tp.r.do)
+	failed := map[uint64]bool{}
+	end := time.Now().Add(5 * time.Second)
+	for time.Now().Before(end) {
+		rd := r.next(2 * time.Second)
+		if !rd.Late {
+			if !rd.Good(1) {
+				if rd.Results[0].Err != "timeout" {
+					t.Fatalf("slow answer failed: %s", describeRounds([]Round{rd}))
+				}
+				failed[rd.Seq] = true
+			}
+			continue
+		}
+		res := rd.Results
+		if !failed[rd.Seq] {
+			t.Fatalf("late report for round %d, which was not reported failed before", rd.Seq)
+		}
+		if len(res) != 1 || !res[0].OK || res[0].RTT < slow || res[0].RTT >= time.Second {
+			t.Fatalf("late report %s", describeRounds([]Round{rd}))
+		}
+		t.Logf("round %d: late answer after %v", rd.Seq, res[0].RTT)
+		return
+	}
+	t.Fatal("no late report within 5s")
+}
+
+// TestKernelCPUCost measures what probing costs: 4 WANs × 2 targets ×
+// 10 Hz for 10s. It runs only with MULTIWAN_PROBE_CPU=1 (it takes time).
+func TestKernelCPUCost(t *testing.T) {
+	if os.Getenv("MULTIWAN_PROBE_CPU") != "1" {
+		t.Skip("set MULTIWAN_PROBE_CPU=1 to measure the CPU cost")
+	}
+	tp := newTopo(t)
+	var wg sync.WaitGroup
+	var rounds atomic.Int64
+	quit := make(chan struct{})
+	for i := range 4 {
+		r := startRun(t, Spec{WAN: fmt.Sprint("wan", i), Mark: markB, Method: "icmp", Targets: []string{targetB, targetB2},
+			Interval: 100 * ms, Timeout: time.Second, Reliability: 1}, tp.r.do)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case rd := <-r.out:
+					if rd.Good(2) {
+						rounds.Add(1)
+					}
+				case <-quit:
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(time.Second) // settle
+	var before, after syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+	rounds.Store(0)
+	start := time.Now()
+	time.Sleep(10 * time.Second)
+	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+	wall := time.Since(start)
+	cpu := time.Duration(after.Utime.Nano()-before.Utime.Nano()) + time.Duration(after.Stime.Nano()-before.Stime.Nano())
+	var mem runtime.MemStats
+	runtime.ReadMemStats(&mem)
+	t.Logf("%d good rounds in %v; CPU %v = %.2f%% of a core (user %v, sys %v); heap in use %d KiB",
+		rounds.Load(), wall.Round(time.Millisecond), cpu, 100*float64(cpu)/float64(wall),
+		time.Duration(after.Utime.Nano()-before.Utime.Nano()), time.Duration(after.Stime.Nano()-before.Stime.Nano()), mem.HeapInuse>>10)
+	close(quit)
+	wg.Wait()
+	if got := rounds.Load(); got < 4*90 {
+		t.Errorf("only %d good rounds of about 400", got)
+	}
+	if pct := 100 * float64(cpu) / float64(wall); pct > 2 {
+		t.Errorf("probing cost %.2f%% of a core, budget 2%%", pct)
+	}
+}
