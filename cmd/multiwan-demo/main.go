@@ -72,8 +72,8 @@ func run(bin string, verbose bool) error {
 	defer os.RemoveAll(dir)
 	cfgPath := filepath.Join(dir, "multiwan.yaml")
 	cfg := fmt.Sprintf(`wans:
-  - {name: isp1, interface: %s, gateway: %s}
-  - {name: isp2, interface: %s, gateway: %s}
+  - {name: isp1, interface: %s, gateway: %s, probe: {targets: [%s, %s], interval: 100ms}}
+  - {name: isp2, interface: %s, gateway: %s, probe: {targets: [%s, %s], interval: 100ms}}
 policies:
   - name: failover
     members:
@@ -81,7 +81,8 @@ policies:
       - {wan: isp2, tier: 2}
 default_policy: failover
 control: {socket: %s}
-`, lab.WANIface(1), lab.ISPGateway(1), lab.WANIface(2), lab.ISPGateway(2), filepath.Join(dir, "mw.sock"))
+`, lab.WANIface(1), lab.ISPGateway(1), lab.ProbeAddr1, lab.ProbeAddr2,
+		lab.WANIface(2), lab.ISPGateway(2), lab.ProbeAddr1, lab.ProbeAddr2, filepath.Join(dir, "mw.sock"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
 	}
@@ -103,13 +104,22 @@ control: {socket: %s}
 		return err
 	}
 	say("multiwan is running on the router")
-	showLog(daemon, 0)
-	seen := daemon.Output()
+	seen := showLogAfter(ctx, l, daemon, "", `wan=isp2 from=unknown to=up`)
+	status := func() {
+		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		out, err := l.Exec(c, lab.NSRouter, abs, "status", "-c", cfgPath)
+		if err != nil {
+			say("status: %v", err)
+		}
+		fmt.Printf("\n$ multiwan status\n%s\n", indent(string(out)))
+	}
+	status()
 
 	isp := map[string]string{lab.ISPPublicAddr(1): "isp1", lab.ISPPublicAddr(2): "isp2"}
 	url := fmt.Sprintf("http://%s/", lab.ServiceAddr)
 	who := func() (string, error) {
-		c, cancel := context.WithTimeout(ctx, time.Second)
+		c, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		defer cancel()
 		body, err := l.Curl(c, lab.NSClient, url)
 		if err != nil {
@@ -125,9 +135,9 @@ control: {socket: %s}
 		say("client → %s: the server sees us from %s", url, w)
 	}
 
-	say("cutting isp1: the router's link wan1 loses carrier")
+	say("cutting isp1's upstream: its link to the router stays up, only the probes can tell")
 	cut := time.Now()
-	if err := l.SetLinkDown(1, true); err != nil {
+	if err := l.CutUpstream(1); err != nil {
 		return err
 	}
 	switched, err := firstFrom(ctx, who, "isp2")
@@ -136,18 +146,20 @@ control: {socket: %s}
 	}
 	say("first new connection through isp2 %.0f ms after the cut", switched.Sub(cut).Seconds()*1000)
 	seen = showLogAfter(ctx, l, daemon, seen, `"new connections"="isp2 100%"`)
+	status()
 
-	say("bringing isp1 back")
+	say("restoring isp1's upstream")
 	back := time.Now()
-	if err := l.SetLinkDown(1, false); err != nil {
+	if err := l.RestoreUpstream(1); err != nil {
 		return err
 	}
 	returned, err := firstFrom(ctx, who, "isp1")
 	if err != nil {
 		return err
 	}
-	say("new connections back on isp1 %.0f ms later", returned.Sub(back).Seconds()*1000)
+	say("new connections back on isp1 %.0f ms later (3 good probe rounds)", returned.Sub(back).Seconds()*1000)
 	showLogAfter(ctx, l, daemon, seen, `"new connections"="isp1 100%"`)
+	status()
 	return nil
 }
 
@@ -174,6 +186,7 @@ func firstFrom(ctx context.Context, who func() (string, error), want string) (ti
 func showLogAfter(ctx context.Context, l *lab.Lab, p *lab.Proc, shown, want string) string {
 	c, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	shown = p.Output()[:min(len(shown), len(p.Output()))]
 	_ = l.WaitFor(c, func() error {
 		if strings.Contains(p.Output()[len(shown):], want) {
 			return nil

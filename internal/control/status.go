@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -102,7 +103,7 @@ func (s Status) table(w io.Writer, now time.Time) {
 			rtt = strconv.FormatFloat(wan.RTTms, 'f', 1, 64) + "ms"
 		}
 		if wan.State != "unknown" {
-			loss = strconv.FormatFloat(wan.LossPct, 'f', -1, 64) + "%"
+			loss = strconv.FormatFloat(math.Round(wan.LossPct*10)/10, 'f', -1, 64) + "%"
 		}
 		policies := strings.Join(uses[wan.Name], ", ")
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	"github.com/multiwan/multiwan/internal/plan"
 )
@@ -69,6 +70,7 @@ func New(table string) (*Kernel, error) {
 // traffic on that dead WAN. All errors are returned, joined.
 func (k *Kernel) Apply(ctx context.Context, d *plan.Desired, log *slog.Logger) error {
 	log = orDiscard(log)
+	start := time.Now()
 	var errs []error
 	if k.lastSysctls == nil || !slices.Equal(k.lastSysctls, d.Sysctls) {
 		k.lastSysctls = nil
@@ -99,6 +101,7 @@ func (k *Kernel) Apply(ctx context.Context, d *plan.Desired, log *slog.Logger) e
 			k.lastRules = slices.Clone(d.Rules)
 		}
 	}
+	routed := time.Now()
 	if err := k.NFT.Apply(ctx, &d.Table); err != nil {
 		errs = append(errs, fmt.Errorf("nft table: %w", err))
 	}
@@ -110,7 +113,8 @@ func (k *Kernel) Apply(ctx context.Context, d *plan.Desired, log *slog.Logger) e
 	}
 	log.Log(ctx, level, msg,
 		"rules_added", rulesAdded, "rules_deleted", rulesDeleted,
-		"routes_added", routesAdded, "routes_deleted", routesDeleted)
+		"routes_added", routesAdded, "routes_deleted", routesDeleted,
+		"routing_took", routed.Sub(start).Round(time.Microsecond), "nft_took", time.Since(routed).Round(time.Microsecond))
 	return errors.Join(errs...)
 }
 

@@ -190,26 +190,26 @@ func newTopo(t *testing.T) *topo {
 	r, a, b := tp.r, tp.a, tp.b
 	// The veths are created inside R; their peers go straight into A and
 	// B. Nothing is ever created in the host namespace.
-	r.ip("link", "add", "ra", "type", "veth", "peer", "name", "ar", "netns", a.name)
-	r.ip("link", "add", "rb", "type", "veth", "peer", "name", "br", "netns", b.name)
-	r.ip("addr", "add", "198.51.100.1/30", "dev", "ra")
-	r.ip("addr", "add", "198.51.100.5/30", "dev", "rb")
-	a.ip("addr", "add", "198.51.100.2/30", "dev", "ar")
-	b.ip("addr", "add", "198.51.100.6/30", "dev", "br")
-	r.ip("link", "set", "ra", "up")
-	r.ip("link", "set", "rb", "up")
-	a.ip("link", "set", "ar", "up")
-	b.ip("link", "set", "br", "up")
+	r.ip("link", "add", "wa", "type", "veth", "peer", "name", "ua", "netns", a.name)
+	r.ip("link", "add", "wb", "type", "veth", "peer", "name", "ub", "netns", b.name)
+	r.ip("addr", "add", "198.51.100.1/30", "dev", "wa")
+	r.ip("addr", "add", "198.51.100.5/30", "dev", "wb")
+	a.ip("addr", "add", "198.51.100.2/30", "dev", "ua")
+	b.ip("addr", "add", "198.51.100.6/30", "dev", "ub")
+	r.ip("link", "set", "wa", "up")
+	r.ip("link", "set", "wb", "up")
+	a.ip("link", "set", "ua", "up")
+	b.ip("link", "set", "ub", "up")
 	b.ip("addr", "add", targetB+"/32", "dev", "lo")
 	b.ip("addr", "add", targetB2+"/32", "dev", "lo")
 	r.ip("route", "add", "default", "via", "198.51.100.2", "table", "101")
 	r.ip("route", "add", "default", "via", "198.51.100.6", "table", "102")
 	r.ip("rule", "add", "fwmark", fmt.Sprint(markA), "lookup", "101")
 	r.ip("rule", "add", "fwmark", fmt.Sprint(markB), "lookup", "102")
-	// Replies from the targets come in on rb, but R's main table has no
+	// Replies from the targets come in on wb, but R's main table has no
 	// route back to them: strict reverse-path filtering would drop them.
 	r.exec("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
-		"net.ipv4.conf.ra.rp_filter=0", "net.ipv4.conf.rb.rp_filter=0")
+		"net.ipv4.conf.wa.rp_filter=0", "net.ipv4.conf.wb.rp_filter=0")
 	return tp
 }
 
@@ -282,6 +282,9 @@ func TestKernelMarkDecidesPath(t *testing.T) {
 					if res.OK != tc.ok || !strings.Contains(res.Err, tc.err) {
 						t.Fatalf("got %s, want ok=%v err %q", describeRounds([]Round{rd}), tc.ok, tc.err)
 					}
+				}
+				if tc.err == "" && !tc.ok {
+					t.Logf("%s fails with %q", tc.name, rd.Results[0].Err)
 				}
 				if tc.spec.Targets == nil && rd.Results[0].Target != gatewayB.String() {
 					t.Fatalf("gateway round names %q", rd.Results[0].Target)

@@ -228,6 +228,16 @@ func TestRunHTTP(t *testing.T) {
 	}
 }
 
+func TestRunHTTPSVerifiesCertificates(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	r := startRun(t, Spec{Method: "http", Targets: []string{srv.URL}, Interval: 50 * ms, Timeout: time.Second, Reliability: 1}, nil)
+	rd := r.nextRound(2 * time.Second)
+	if rd.Results[0].OK || !strings.Contains(rd.Results[0].Err, "certificate") {
+		t.Fatalf("self-signed certificate: %s", describeRounds([]Round{rd}))
+	}
+}
+
 // udpServer answers each query with what reply returns (nil: nothing).
 func udpServer(t *testing.T, reply func(q *dns.Msg) [][]byte) string {
 	t.Helper()
@@ -280,7 +290,6 @@ func TestRunDNS(t *testing.T) {
 	bad := udpServer(t, func(q *dns.Msg) [][]byte {
 		return [][]byte{{0xff}, pack(q)}
 	})
-	closed := udpServer(t, func(*dns.Msg) [][]byte { return nil })
 	// A port where nothing listens: the kernel's port unreachable.
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -288,7 +297,6 @@ func TestRunDNS(t *testing.T) {
 	}
 	refused := pc.LocalAddr().String()
 	pc.Close()
-	_ = closed
 
 	r := startRun(t, Spec{Method: "dns", Targets: []string{good, bad, refused}, Interval: 50 * ms, Timeout: 300 * ms, Reliability: 1}, nil)
 	rd := r.nextRound(2 * time.Second)
