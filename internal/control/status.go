@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
