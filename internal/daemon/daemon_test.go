@@ -33,7 +33,7 @@ func (k *fakeKernel) Apply(_ context.Context, d *plan.Desired, _ *slog.Logger) e
 	return nil
 }
 func (k *fakeKernel) Remove(context.Context, *slog.Logger) error { k.removed = true; return nil }
-func (k *fakeKernel) Invalidate()                               { k.invalidated++ }
+func (k *fakeKernel) Invalidate()                                { k.invalidated++ }
 
 type deletion struct{ mark, mask uint32 }
 
