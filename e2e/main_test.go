@@ -9,10 +9,27 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/multiwan/multiwan/internal/lab"
 )
+
+// hostState describes what of the host's own network namespace the suite
+// could touch by mistake; it must be the same before and after.
+func hostState() string {
+	var b strings.Builder
+	for _, argv := range [][]string{
+		{"nft", "list", "tables"},
+		{"ip", "rule", "show"},
+		{"ip", "route", "show", "table", "all", "proto", "77"},
+		{"sysctl", "net.ipv4.fwmark_reflect", "net.ipv4.tcp_fwmark_accept", "net.ipv4.conf.all.src_valid_mark"},
+	} {
+		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+		fmt.Fprintf(&b, "$ %s (err=%v)\n%s", strings.Join(argv, " "), err, out)
+	}
+	return b.String()
+}
 
 // multiwanBin is the binary under test, built once by TestMain.
 var multiwanBin string
@@ -47,7 +64,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: FAIL: building multiwan:", err)
 		os.Exit(1)
 	}
+	before := hostState()
 	code := m.Run()
 	os.RemoveAll(dir)
+	if after := hostState(); after != before {
+		fmt.Fprintf(os.Stderr, "e2e: FAIL: the host's own network namespace changed during the suite\nbefore:\n%s\nafter:\n%s", before, after)
+		code = 1
+	}
 	os.Exit(code)
 }

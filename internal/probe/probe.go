@@ -17,7 +17,9 @@ import (
 type Spec struct {
 	// WAN names the WAN, for Rounds and logs.
 	WAN string
-	// Mark is the fwmark every probe socket carries (SO_MARK).
+	// Mark is the fwmark every probe socket carries (SO_MARK). 0 leaves
+	// the sockets unmarked (the kernel's default), which needs no
+	// privilege: tests use it.
 	Mark uint32
 	// Method is icmp, tcp, http or dns.
 	Method string
@@ -26,7 +28,10 @@ type Spec struct {
 	// list with icmp probes the WAN's gateway.
 	Targets []string
 	// Gateway returns the WAN's current gateway (for an empty icmp target
-	// list); an invalid address skips the round's probe of it.
+	// list); an invalid address skips the round's probe of it. Run calls
+	// it from its own goroutine at the start of every round, so it must be
+	// safe for concurrent use. When it changes, the RTT estimate of the
+	// gateway starts over.
 	Gateway func() netip.Addr
 	// Interval between the starts of two rounds; Timeout is the longest a
 	// probe waits for its answer.

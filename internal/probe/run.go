@@ -32,10 +32,12 @@ const eventBuffer = 64
 //
 // Every Round, late or not, is sent on out, in Seq order (a Late report
 // after its Round), and Run waits for out to take it: a consumer that
-// stops reading holds back new rounds rather than losing reports. When
-// every probe socket is created on demand (tcp, http, dns) it is created
-// by the goroutine that dials it, so Run must be called from the network
-// namespace the probes belong to.
+// stops reading holds back new rounds rather than losing reports.
+//
+// Sockets belong to the network namespace of the thread that creates
+// them: the raw ICMP socket is opened by Run's caller, the tcp, http and
+// dns sockets by short-lived goroutines, one per probe. The process must
+// therefore be in the namespace the WANs live in.
 func Run(ctx context.Context, spec Spec, out chan<- Round) error {
 	return run(ctx, spec, out, nil)
 }

@@ -6,6 +6,8 @@ package probe
 
 import (
 	"context"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -229,7 +231,9 @@ func TestRunHTTP(t *testing.T) {
 }
 
 func TestRunHTTPSVerifiesCertificates(t *testing.T) {
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
+	srv.StartTLS()
 	defer srv.Close()
 	r := startRun(t, Spec{Method: "http", Targets: []string{srv.URL}, Interval: 50 * ms, Timeout: time.Second, Reliability: 1}, nil)
 	rd := r.nextRound(2 * time.Second)

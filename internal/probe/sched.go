@@ -217,7 +217,7 @@ func (s *scheduler) startRound(now time.Time) {
 	ests := make([]*rttEstimator, 0, n)
 	for i, t := range s.targets {
 		if t.gateway {
-			a := s.gateway()
+			a := s.gateway().Unmap()
 			if a != t.addr {
 				// Another gateway is another path: its RTT is unknown.
 				t.addr, t.est = a, rttEstimator{}
