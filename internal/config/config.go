@@ -124,8 +124,12 @@ type Member struct {
 // the first match wins.
 type Rule struct {
 	Name string
-	// Src and Dst are prefixes (single addresses are /32 or /128).
+	// Src and Dst are prefixes (single addresses are /32 or /128): the
+	// inline lists and the list files together.
 	Src, Dst []netip.Prefix
+	// SrcFile and DstFile are the list files read, if any, as resolved
+	// paths.
+	SrcFile, DstFile string
 	// Proto is empty (any), or a protocol name such as tcp, udp, icmp.
 	// Numbers in the config become names where there is one (6 → tcp);
 	// others stay decimal ("99"). Either form is valid after nft's

@@ -931,3 +931,48 @@ func TestSocketPath(t *testing.T) {
 		}
 	}
 }
+
+func TestListFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("metered.txt", "# metered devices\n198.51.100.7\n\n198.51.100.64/26   # cameras\n198.51.100.7\n")
+	write("bad.txt", "203.0.113.0/24\n  10.0.0.1/8\nnot-an-address\n203.0.113.5 203.0.113.6\n")
+	write("empty.txt", "# nothing yet\n")
+	head := "wans: [{name: a, interface: e0, gateway: 192.0.2.1}, {name: b, interface: e1, gateway: 192.0.2.65}]\n" +
+		"policies: [{name: p, members: [{wan: a}]}]\ndefault_policy: p\nrules:\n"
+	cfgPath := filepath.Join(dir, "multiwan.yaml")
+
+	write("multiwan.yaml", head+"  - {name: metered, src_file: metered.txt, src: [198.51.100.9], wan: b}\n")
+	cfg, err := Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Rules[0]
+	if len(r.Src) != 4 || r.SrcFile != filepath.Join(dir, "metered.txt") {
+		t.Fatalf("src %v from %q", r.Src, r.SrcFile)
+	}
+
+	write("multiwan.yaml", head+"  - {name: bad, dst_file: bad.txt, wan: b}\n  - {name: gone, src_file: /nonexistent/list.txt, wan: b}\n  - {name: empty, src_file: empty.txt, wan: b}\n")
+	_, err = Load(cfgPath)
+	var list ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("want errors, got %v", err)
+	}
+	got := strings.Join(list.Lines(), "\n")
+	bad := filepath.Join(dir, "bad.txt")
+	for _, want := range []string{
+		bad + ":2:3: 10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?",
+		bad + `:3:1: expected an IP address or CIDR prefix, got "not-an-address"`,
+		bad + `:4:1: one address or prefix per line, got "203.0.113.5 203.0.113.6"`,
+		cfgPath + ":6:28: src_file: cannot read list file: open /nonexistent/list.txt: no such file or directory",
+		cfgPath + ":7:29: src_file: list file " + filepath.Join(dir, "empty.txt") + " has no addresses",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+}

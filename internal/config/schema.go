@@ -2,6 +2,7 @@ package config
 
 import (
 	"math"
+	"net/netip"
 	"path/filepath"
 	"time"
 )
@@ -375,8 +376,18 @@ func (d *decoder) rule(v value) (Rule, ruleSource) {
 			src.name = v
 			r.Name, _ = name(v, "rule", maxRuleName)
 		},
-		"src":   func(v value) { r.Src = prefixes(v) },
-		"dst":   func(v value) { r.Dst = prefixes(v) },
+		"src": func(v value) { r.Src = append(r.Src, prefixes(v)...) },
+		"dst": func(v value) { r.Dst = append(r.Dst, prefixes(v)...) },
+		"src_file": func(v value) {
+			var list []netip.Prefix
+			r.SrcFile, list = d.listFile(v)
+			r.Src = append(r.Src, list...)
+		},
+		"dst_file": func(v value) {
+			var list []netip.Prefix
+			r.DstFile, list = d.listFile(v)
+			r.Dst = append(r.Dst, list...)
+		},
 		"proto": func(v value) { r.Proto, protoOK = proto(v) },
 		"src_port": func(v value) {
 			r.SrcPort = portRanges(v)

@@ -50,6 +50,10 @@ type PolicyChoice struct {
 	Name string
 	// Active lists the WANs that take new connections, with their shares.
 	Active []Share
+	// Tier lists every member of the tier Active was chosen from, usable
+	// or not: `sticky: source` keeps each host's bucket on its WAN while
+	// that WAN is active.
+	Tier []Share
 	// LastResort is set (unreachable, blackhole, main) when no member is
 	// usable and Active is empty.
 	LastResort string

@@ -212,7 +212,11 @@ func (p *planner) choose(pol *config.Policy, wans map[string]*wanInfo) PolicyCho
 		}
 		total := 0
 		for _, m := range pol.Members {
-			if m.Tier == tier && wans[m.WAN].state == class {
+			if m.Tier != tier {
+				continue
+			}
+			c.Tier = append(c.Tier, Share{WAN: m.WAN, Weight: m.Weight})
+			if wans[m.WAN].state == class {
 				c.Active = append(c.Active, Share{WAN: m.WAN, Weight: m.Weight})
 				total += m.Weight
 			}
@@ -476,6 +480,66 @@ func policyChain(name string) string {
 	return "policy_" + name
 }
 
+// Buckets is how many hash buckets `sticky: source` spreads source
+// addresses over. Many more than any weight total, so shares stay within a
+// tenth of a percent of the weights.
+const Buckets = 1024
+
+// bucketMap gives the hash buckets to the members of the chosen tier in
+// proportion to their weights, as contiguous ranges in config order, then
+// hands the ranges of members that are not active to the active ones, again
+// by weight. A host on a surviving WAN thus keeps it when another member
+// goes down or comes back; only the dead member's hosts move.
+func bucketMap(tier, active []Share) string {
+	isActive := map[string]bool{}
+	activeTotal := 0
+	for _, s := range active {
+		isActive[s.WAN] = true
+		activeTotal += s.Weight
+	}
+	tierTotal := 0
+	for _, s := range tier {
+		tierTotal += s.Weight
+	}
+	owner := make([]string, Buckets)
+	cum := 0
+	for _, s := range tier {
+		lo := cum * Buckets / tierTotal
+		cum += s.Weight
+		hi := cum * Buckets / tierTotal
+		if isActive[s.WAN] {
+			for b := lo; b < hi; b++ {
+				owner[b] = s.WAN
+			}
+			continue
+		}
+		// Split the orphaned range among the active members.
+		acum := 0
+		for _, a := range active {
+			alo := lo + acum*(hi-lo)/activeTotal
+			acum += a.Weight
+			ahi := lo + acum*(hi-lo)/activeTotal
+			for b := alo; b < ahi; b++ {
+				owner[b] = a.WAN
+			}
+		}
+	}
+	var els []string
+	for start := 0; start < Buckets; {
+		end := start
+		for end+1 < Buckets && owner[end+1] == owner[start] {
+			end++
+		}
+		key := fmt.Sprint(start)
+		if end > start {
+			key = fmt.Sprintf("%d-%d", start, end)
+		}
+		els = append(els, key+" : goto wan_"+owner[start])
+		start = end + 1
+	}
+	return fmt.Sprintf("mod %d vmap { %s }", Buckets, strings.Join(els, ", "))
+}
+
 // policyChain renders a policy decision: one WAN, a weighted random or
 // source-hashed choice among several, or the last resort.
 func (p *planner) policyChain(c PolicyChoice, byName map[string]*wanInfo) Chain {
@@ -499,7 +563,8 @@ func (p *planner) policyChain(c PolicyChoice, byName map[string]*wanInfo) Chain 
 		}
 		vmap := fmt.Sprintf("mod %d vmap { %s }", total, strings.Join(els, ", "))
 		if c.Sticky == "source" {
-			ch.Comment = "weighted by source address: one LAN host keeps one WAN"
+			vmap = bucketMap(c.Tier, c.Active)
+			ch.Comment = "hash of the source address: one LAN host keeps one WAN"
 			ch.Rules = []string{
 				"meta nfproto ipv4 jhash ip saddr " + vmap,
 				"meta nfproto ipv6 jhash ip6 saddr " + vmap,

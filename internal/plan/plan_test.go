@@ -379,3 +379,77 @@ func TestDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// bucketsOf returns, per hash bucket, the WAN the sticky policy's chain
+// sends it to, read back from the rendered nft rule.
+func bucketsOf(t *testing.T, d *Desired, policy string) []string {
+	t.Helper()
+	var rule string
+	for _, c := range d.Table.Chains {
+		if c.Name == "policy_"+policy {
+			rule = c.Rules[0]
+		}
+	}
+	if !strings.Contains(rule, "jhash ip saddr mod 1024 vmap") {
+		t.Fatalf("policy_%s is not a source hash: %q", policy, rule)
+	}
+	owner := make([]string, Buckets)
+	for _, e := range anonElements(rule[strings.Index(rule, "{"):]) {
+		lo, hi, ok := strings.Cut(e.Key, "-")
+		if !ok {
+			hi = lo
+		}
+		for b := parseNum(lo); b <= parseNum(hi); b++ {
+			owner[b] = strings.TrimPrefix(e.Value, "goto wan_")
+		}
+	}
+	for b, o := range owner {
+		if o == "" {
+			t.Fatalf("bucket %d has no WAN", b)
+		}
+	}
+	return owner
+}
+
+func TestStickySource(t *testing.T) {
+	cfg, err := config.Parse("sticky.yaml", []byte(`wans:
+  - {name: a, interface: wan1, gateway: 192.0.2.1}
+  - {name: b, interface: wan2, gateway: 192.0.2.65}
+  - {name: c, interface: wan3, gateway: 192.0.2.129}
+policies:
+  - name: sticky
+    sticky: source
+    members: [{wan: a, weight: 2}, {wan: b, weight: 1}, {wan: c, weight: 1}]
+default_policy: sticky
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := upLinks(cfg)
+	all := bucketsOf(t, Plan(cfg, allUp(cfg), links, ""), "sticky")
+	count := map[string]int{}
+	for _, o := range all {
+		count[o]++
+	}
+	if count["a"] != 512 || count["b"] != 256 || count["c"] != 256 {
+		t.Fatalf("buckets by weight 2:1:1: %v", count)
+	}
+	bDown := bucketsOf(t, Plan(cfg, allUp(cfg, "b"), links, ""), "sticky")
+	count = map[string]int{}
+	for i, o := range bDown {
+		count[o]++
+		if all[i] != "b" && o != all[i] {
+			t.Fatalf("bucket %d moved from %s to %s although %s is still up", i, all[i], o, all[i])
+		}
+	}
+	// b's 256 buckets are shared 2:1 between a and c.
+	if count["b"] != 0 || count["a"] != 512+170 || count["c"] != 256+86 {
+		t.Fatalf("after b down: %v", count)
+	}
+	// A host is traced to one WAN per hash: the tracer sees every bucket.
+	main := []Route{{Table: TableMain, Dst: netip.MustParsePrefix("10.0.0.0/8"), Dev: "lan"}}
+	s := Shares(Plan(cfg, allUp(cfg), links, "").Trace(Packet{IIF: "lan", Src: addr("10.0.0.9"), Dst: addr("203.0.113.80"), Proto: "tcp", DstPort: 80}, main))
+	if !near(s["a"], 0.5) || !near(s["b"], 0.25) || !near(s["c"], 0.25) {
+		t.Fatalf("traced shares %v", s)
+	}
+}
