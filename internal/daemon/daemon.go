@@ -32,7 +32,15 @@ type Kernel interface {
 	// Invalidate makes the next Apply rewrite everything, for when the
 	// kernel may have changed behind multiwan's back.
 	Invalidate()
+	// Compact removes what fast updates left behind (old rules no packet
+	// reaches); the daemon calls it after a quiet moment.
+	Compact(ctx context.Context) error
 }
+
+// compactAfter is how long after the last change the daemon tidies the
+// nft table: long enough that a burst of switches is over, short enough
+// that stale rules do not pile up.
+const compactAfter = 2 * time.Second
 
 // Flows deletes conntrack entries by mark, in the kernel.
 type Flows interface {
@@ -89,6 +97,8 @@ type Daemon struct {
 	probers sync.WaitGroup
 	// runCtx is Run's context, for probers started by a reload.
 	runCtx context.Context
+	// compactDue is set when an apply may have left old rules behind.
+	compactDue bool
 }
 
 // New returns a daemon for cfg.
@@ -147,7 +157,16 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 	}()
 	tick := time.NewTicker(resync)
 	defer tick.Stop()
+	compact := time.NewTimer(time.Hour)
+	compact.Stop()
+	defer compact.Stop()
 	for {
+		d.mu.Lock()
+		if d.compactDue {
+			d.compactDue = false
+			compact.Reset(compactAfter)
+		}
+		d.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			stopWatch()
@@ -172,6 +191,14 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 				d.log.Error("reload refused, keeping the running config", "err", oneLine(err))
 			}
 		case <-d.wake:
+		case <-compact.C:
+			d.mu.Lock()
+			if err := d.opt.Kernel.Compact(ctx); err != nil {
+				d.log.Warn("tidying the nft table failed; the next change rewrites it", "err", err)
+				d.opt.Kernel.Invalidate()
+				d.text = ""
+			}
+			d.mu.Unlock()
 		}
 	}
 }
@@ -287,6 +314,7 @@ func (d *Daemon) reconcile(ctx context.Context, repair bool, why string, trs []h
 		return err
 	}
 	took := d.opt.Now().Sub(decided)
+	d.compactDue = true
 	old := d.applied
 	d.applied, d.text = desired, text
 	d.cleanFlows(old, desired)
@@ -563,6 +591,7 @@ func (d *Daemon) Reload() error {
 		d.stopProbers()
 		d.startProbers()
 	}
+	d.kick()
 	return nil
 }
 
@@ -593,7 +622,17 @@ func (d *Daemon) Use(wan string) error {
 		d.override = prev
 		return err
 	}
+	d.kick()
 	return nil
+}
+
+// kick wakes the loop after a control request changed state, so that it
+// schedules the table's tidying.
+func (d *Daemon) kick() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
 }
 
 func orAuto(wan string) string {

@@ -20,6 +20,9 @@ type NFT struct {
 	// last is the table as last installed by Apply; nil when unknown
 	// (first run, adoption, after Invalidate or a failed transaction).
 	last *plan.Table
+	// stale names the terminal chains that still hold, behind their
+	// current rules, the rules of earlier versions (see Compact).
+	stale map[string]bool
 }
 
 // NewNFT returns an NFT for the table `inet <table>`, run through the nft
@@ -64,7 +67,7 @@ func (n *NFT) Apply(ctx context.Context, t *plan.Table) error {
 		return err
 	}
 	if err := n.nft.Run(ctx, tx); err != nil {
-		n.last = nil
+		n.last, n.stale = nil, nil
 		return fmt.Errorf("replace table inet %s: %w", n.table, err)
 	}
 	n.last = cloneTable(t)
@@ -74,7 +77,42 @@ func (n *NFT) Apply(ctx context.Context, t *plan.Table) error {
 // Invalidate forgets what Apply installed, so that the next Apply replaces
 // the whole table: used when the kernel may have been changed behind
 // multiwan's back.
-func (n *NFT) Invalidate() { n.last = nil }
+func (n *NFT) Invalidate() { n.last, n.stale = nil, nil }
+
+// Stale reports whether some chain holds old rules that Compact would
+// remove.
+func (n *NFT) Stale() bool { return len(n.stale) > 0 }
+
+// Compact removes the old rules that fast updates left behind their
+// replacements in terminal chains: each such chain is flushed and refilled
+// with its current rules, in one transaction. It is meant to run after a
+// quiet moment, off the path of a decision: deleting rules makes the
+// kernel wait for an RCU grace period.
+func (n *NFT) Compact(ctx context.Context) error {
+	if len(n.stale) == 0 || n.last == nil {
+		return nil
+	}
+	tx := n.nft.NewTransaction()
+	for _, c := range n.last.Chains {
+		if !n.stale[c.Name] {
+			continue
+		}
+		obj, err := chainObject(c)
+		if err != nil {
+			return err
+		}
+		tx.Flush(obj)
+		for _, r := range c.Rules {
+			tx.Add(&knftables.Rule{Chain: c.Name, Rule: r})
+		}
+	}
+	if err := n.nft.Run(ctx, tx); err != nil {
+		n.last, n.stale = nil, nil
+		return fmt.Errorf("compact table inet %s: %w", n.table, err)
+	}
+	n.stale = nil
+	return nil
+}
 
 // sameShape reports whether a and b declare the same sets and chains, with
 // the same types, flags and hooks, in the same order.
@@ -116,11 +154,21 @@ func (n *NFT) update(from, to *plan.Table) (*knftables.Transaction, error) {
 			tx.Add(el)
 		}
 	}
+	var stale []string
 	for i, c := range to.Chains {
 		if slices.Equal(from.Chains[i].Rules, c.Rules) {
 			continue
 		}
 		changed = true
+		if c.Terminal && len(c.Rules) > 0 {
+			// The new rules go ahead of the old ones, which are then
+			// never reached: only additions, no grace period.
+			for j := len(c.Rules) - 1; j >= 0; j-- {
+				tx.Insert(&knftables.Rule{Chain: c.Name, Rule: c.Rules[j]})
+			}
+			stale = append(stale, c.Name)
+			continue
+		}
 		obj, err := chainObject(c)
 		if err != nil {
 			return nil, err
@@ -132,6 +180,12 @@ func (n *NFT) update(from, to *plan.Table) (*knftables.Transaction, error) {
 	}
 	if !changed {
 		return nil, nil
+	}
+	if n.stale == nil {
+		n.stale = map[string]bool{}
+	}
+	for _, name := range stale {
+		n.stale[name] = true
 	}
 	return tx, nil
 }

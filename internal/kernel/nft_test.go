@@ -270,3 +270,46 @@ func TestNFTApplyUpdatesOnlyWhatChanged(t *testing.T) {
 		t.Errorf("after Invalidate the table was not replaced:\n%s", fake.LastTransaction)
 	}
 }
+
+// TestNFTTerminalChainFastPath: a changed terminal chain gets its new rules
+// inserted ahead of the old ones (no flush, no deletion), and Compact later
+// leaves only the current rules.
+func TestNFTTerminalChainFastPath(t *testing.T) {
+	n, fake := newFakeNFT()
+	ctx := context.Background()
+	table := func(target string) *plan.Table {
+		t := sampleTable()
+		t.Chains = append(t.Chains, plan.Chain{Name: "policy_p", Terminal: true, Rules: []string{"goto " + target}})
+		return t
+	}
+	if err := n.Apply(ctx, table("wan_isp1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Apply(ctx, table("prerouting")); err != nil {
+		t.Fatal(err)
+	}
+	tx := fake.LastTransaction.String()
+	if strings.Contains(tx, "flush") || strings.Contains(tx, "delete") || !strings.Contains(tx, "insert rule inet multiwan policy_p goto prerouting") {
+		t.Fatalf("fast update is not a pure insertion:\n%s", tx)
+	}
+	dump := fake.Dump()
+	if i, j := strings.Index(dump, "policy_p goto prerouting"), strings.Index(dump, "policy_p goto wan_isp1"); i < 0 || j < 0 || i > j {
+		t.Fatalf("new rule not ahead of the old one:\n%s", dump)
+	}
+	if !n.Stale() {
+		t.Fatal("not marked stale")
+	}
+	if err := n.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n.Stale() || strings.Contains(fake.Dump(), "policy_p goto wan_isp1") {
+		t.Fatalf("compact left old rules:\n%s", fake.Dump())
+	}
+	full, fullFake := newFakeNFT()
+	if err := full.Apply(ctx, table("prerouting")); err != nil {
+		t.Fatal(err)
+	}
+	if fake.Dump() != fullFake.Dump() {
+		t.Fatalf("after compact:\n%s\nwant:\n%s", fake.Dump(), fullFake.Dump())
+	}
+}

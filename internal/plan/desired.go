@@ -101,6 +101,16 @@ type Chain struct {
 	Priority string // e.g. "mangle", "srcnat"
 	Rules    []string
 	Comment  string
+	// Terminal promises that every packet entering the chain leaves it
+	// through a verdict of its rules (goto, return, or a verdict map that
+	// covers every key it can meet, or no rule matches at all for packets
+	// the chain does not decide), never by falling through from a deciding
+	// rule to a later one. A new version of a terminal chain's rules can
+	// therefore be inserted ahead of the old ones, which then are never
+	// reached: an nft transaction that only adds, and so costs the kernel
+	// no RCU grace period, which a flush would (about 15 ms). The old rules
+	// are removed later, off the decision's path.
+	Terminal bool
 }
 
 // Rule is one policy-routing rule (`ip rule`).

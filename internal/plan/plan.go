@@ -387,12 +387,15 @@ func (p *planner) table(wans []*wanInfo, byName map[string]*wanInfo) Table {
 			// The router's unbound sockets take their source address
 			// from the best WAN (the catch-all rule), so that address
 			// cannot tell a socket bound on purpose from one that was
-			// not: it is left to the policy. Sockets bound to another
-			// WAN's address are kept on that WAN.
-			unbound := cfg.LocalTraffic && w.cfg.Name == d.Best
-			if !seenAddr[a.Addr()] && !unbound {
+			// not: it is left to the policy (return). Sockets bound to
+			// another WAN's address are kept on that WAN.
+			verdict := "goto " + assign
+			if cfg.LocalTraffic && w.cfg.Name == d.Best {
+				verdict = "return"
+			}
+			if !seenAddr[a.Addr()] {
 				seenAddr[a.Addr()] = true
-				byAddr = append(byAddr, Element{Key: a.Addr().String(), Value: "goto " + assign})
+				byAddr = append(byAddr, Element{Key: a.Addr().String(), Value: verdict})
 			}
 			if a.Bits() < 32 {
 				byNet = append(byNet, Element{Key: a.Masked().String(), Value: "goto " + assign})
@@ -412,8 +415,6 @@ func (p *planner) table(wans []*wanInfo, byName map[string]*wanInfo) Table {
 			Comment: "packet already marked for a WAN (probes, other tables)"},
 		Set{Name: "wan_iif", Type: "ifname", Map: "verdict", Elements: byIIF,
 			Comment: "connection arrived on a WAN: replies leave by it"},
-		Set{Name: "wan_addr", Type: "ipv4_addr", Map: "verdict", Elements: byAddr,
-			Comment: "router socket bound to the address of a WAN other than the best"},
 		Set{Name: "wan_net", Type: "ipv4_addr", Map: "verdict", Flags: []string{"interval"}, Elements: byNet,
 			Comment: "destination on a WAN's own subnet"},
 		Set{Name: "wan_ifs", Type: "ifname", Elements: wanIfs,
@@ -452,7 +453,7 @@ func (p *planner) table(wans []*wanInfo, byName map[string]*wanInfo) Table {
 	identify := Chain{Name: "identify", Comment: "connections whose WAN is known before any rule", Rules: []string{
 		fmt.Sprintf("meta mark and %s vmap @wan_mark", idMask),
 		"iifname vmap @wan_iif",
-		"ip saddr vmap @wan_addr",
+		"jump bound",
 		"ip daddr vmap @wan_net",
 	}}
 	post := Chain{Name: "postrouting", Type: "nat", Hook: "postrouting", Priority: "srcnat", Rules: []string{
@@ -464,7 +465,20 @@ func (p *planner) table(wans []*wanInfo, byName map[string]*wanInfo) Table {
 	inside := Chain{Name: "inside", Type: "filter", Hook: "postrouting", Priority: "mangle", Rules: []string{
 		fmt.Sprintf("ct state new ct mark and %s != 0 iifname != @wan_ifs oifname != @wan_ifs ct mark set ct mark and %s", idMask, keepMask),
 	}}
-	t.Chains = append(t.Chains, pre, out, inside, post, identify, steer)
+	// The router's WAN addresses, as one anonymous map in a chain of its
+	// own: the best WAN changes at every failover, and a chain whose rule
+	// decides for every address it lists can take its new version ahead of
+	// the old one (see Chain.Terminal), where a named map would have to
+	// delete elements, which costs the kernel a grace period.
+	bound := Chain{Name: "bound", Terminal: true, Comment: "router socket bound to a WAN's address"}
+	if len(byAddr) > 0 {
+		els := make([]string, len(byAddr))
+		for i, e := range byAddr {
+			els[i] = e.String()
+		}
+		bound.Rules = []string{"ip saddr vmap { " + strings.Join(els, ", ") + " }"}
+	}
+	t.Chains = append(t.Chains, pre, out, inside, post, identify, bound, steer)
 
 	for _, c := range d.Policies {
 		t.Chains = append(t.Chains, p.policyChain(c, byName))
@@ -544,10 +558,12 @@ func bucketMap(tier, active []Share) string {
 // source-hashed choice among several, or the last resort.
 func (p *planner) policyChain(c PolicyChoice, byName map[string]*wanInfo) Chain {
 	d := p.d
-	ch := Chain{Name: policyChain(c.Name)}
+	// The comment must not depend on the decision: a chain's comment is
+	// part of its shape, and a switch must keep the shape (see
+	// kernel.NFT.Apply).
+	ch := Chain{Name: policyChain(c.Name), Terminal: true, Comment: "policy " + c.Name + ", sticky " + c.Sticky}
 	switch {
 	case len(c.Active) == 1:
-		ch.Comment = "all new connections to " + c.Active[0].WAN
 		ch.Rules = []string{"goto wan_" + c.Active[0].WAN}
 	case len(c.Active) > 1:
 		var total int
@@ -564,21 +580,18 @@ func (p *planner) policyChain(c PolicyChoice, byName map[string]*wanInfo) Chain 
 		vmap := fmt.Sprintf("mod %d vmap { %s }", total, strings.Join(els, ", "))
 		if c.Sticky == "source" {
 			vmap = bucketMap(c.Tier, c.Active)
-			ch.Comment = "hash of the source address: one LAN host keeps one WAN"
 			ch.Rules = []string{
 				"meta nfproto ipv4 jhash ip saddr " + vmap,
 				"meta nfproto ipv6 jhash ip6 saddr " + vmap,
 			}
 		} else {
-			ch.Comment = "weighted per connection"
 			ch.Rules = []string{"numgen random " + vmap}
 		}
 	default:
 		mark := map[string]uint32{"unreachable": d.UnreachableMark, "blackhole": d.BlackholeMark, "main": d.MainMark}[c.LastResort]
-		ch.Comment = "no usable WAN: " + c.LastResort
 		// Only the packet is marked, not the connection: its next packet
 		// is classified again and finds a WAN as soon as one is back.
-		ch.Rules = []string{fmt.Sprintf("meta mark set meta mark and %s or %s", hex(^d.Mask), hex(mark))}
+		ch.Rules = []string{fmt.Sprintf("meta mark set meta mark and %s or %s return", hex(^d.Mask), hex(mark))}
 	}
 	return ch
 }

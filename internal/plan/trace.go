@@ -223,6 +223,8 @@ func (t *tracer) rule(text string, st traceState, depth int) (cont, ret []traceS
 			}
 			// Everything after a jump in the same rule is not used here.
 			return back, nil
+		case toks[0] == "return":
+			return nil, []traceState{st}
 		case toks[0] == "masquerade":
 			return []traceState{st}, nil
 		case toks[0] == "numgen" || toks[0] == "jhash":
