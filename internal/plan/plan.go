@@ -551,8 +551,13 @@ func bucketMap(tier, active []Share) string {
 		els = append(els, key+" : goto wan_"+owner[start])
 		start = end + 1
 	}
-	return fmt.Sprintf("mod %d vmap { %s }", Buckets, strings.Join(els, ", "))
+	return fmt.Sprintf("mod %d seed %#x vmap { %s }", Buckets, hashSeed, strings.Join(els, ", "))
 }
+
+// hashSeed is the fixed jhash seed of `sticky: source`. Without one the
+// kernel draws a random seed for every rule it creates, and each new version
+// of the policy's rule (every switch) would move every host.
+const hashSeed = 0x6d77616e // "mwan"
 
 // policyChain renders a policy decision: one WAN, a weighted random or
 // source-hashed choice among several, or the last resort.

@@ -390,7 +390,7 @@ func bucketsOf(t *testing.T, d *Desired, policy string) []string {
 			rule = c.Rules[0]
 		}
 	}
-	if !strings.Contains(rule, "jhash ip saddr mod 1024 vmap") {
+	if !strings.Contains(rule, "jhash ip saddr mod 1024 seed 0x6d77616e vmap") {
 		t.Fatalf("policy_%s is not a source hash: %q", policy, rule)
 	}
 	owner := make([]string, Buckets)

@@ -231,7 +231,8 @@ func (t *tracer) rule(text string, st traceState, depth int) (cont, ret []traceS
 			// numgen random mod N vmap {...} / jhash ip saddr mod N vmap {...}
 			i := slices.Index(toks, "mod")
 			mod, _ := strconv.Atoi(toks[i+1])
-			return t.branch(toks[i+3], mod, st, depth)
+			v := slices.Index(toks, "vmap")
+			return t.branch(toks[v+1], mod, st, depth)
 		}
 		key, val, n = t.selector(toks, st)
 		toks = toks[n:]
