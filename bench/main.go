@@ -27,7 +27,69 @@ var (
 	cuts        = flag.Int("cuts", 10, "upstream cuts per failover measurement")
 	soak        = flag.Duration("soak", 60*time.Second, "how long to watch for false alarms at 5% loss, and to measure footprint")
 	toggles     = flag.Int("toggles", 200, "override switches for the decision → kernel measurement")
+	only        = flag.String("only", "", "comma-separated measurements to run, of: "+strings.Join(measurementNames(), ", ")+" (default: all)")
 )
+
+// measurement is one benchmark, selectable by name with -only.
+type measurement struct {
+	name string
+	run  func() error
+}
+
+// measurements lists every benchmark in the order `make bench` runs them.
+var measurements = []measurement{
+	{"failover-fast", func() error {
+		return failover("failover, interval 100ms down 3 (cut → first new connection via isp2)",
+			"{targets: [203.0.113.20, 203.0.113.30], interval: 100ms, down: 3, up: 3}", "≤ 0.5 s median")
+	}},
+	{"failover-defaults", func() error {
+		return failover("failover, shipped defaults", "{targets: [203.0.113.20, 203.0.113.30]}", "≤ 2 s median")
+	}},
+	{"false-alarms", func() error { return falseAlarms() }},
+	{"decision", func() error { return decisionToKernel() }},
+	{"footprint", func() error { return footprint() }},
+	{"balance", func() error { return balanceAccuracy() }},
+	{"throughput", func() error { return throughput() }},
+	{"prefixes", func() error { return prefixCost() }},
+	{"ct-delete", func() error { return conntrackDelete() }},
+}
+
+func measurementNames() []string {
+	var names []string
+	for _, m := range measurements {
+		names = append(names, m.name)
+	}
+	return names
+}
+
+// selected returns the measurements -only asks for, all of them by default.
+func selected() ([]measurement, error) {
+	if strings.TrimSpace(*only) == "" {
+		return measurements, nil
+	}
+	want := map[string]bool{}
+	for _, n := range strings.Split(*only, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			want[n] = true
+		}
+	}
+	var out []measurement
+	for _, m := range measurements {
+		if want[m.name] {
+			out = append(out, m)
+			delete(want, m.name)
+		}
+	}
+	if len(want) > 0 {
+		var unknown []string
+		for n := range want {
+			unknown = append(unknown, n)
+		}
+		slices.Sort(unknown)
+		return nil, fmt.Errorf("unknown measurement %s (known: %s)", strings.Join(unknown, ", "), strings.Join(measurementNames(), ", "))
+	}
+	return out, nil
+}
 
 // row is one line of the result table.
 type row struct {
@@ -43,6 +105,11 @@ func add(what, figure, target, note string) {
 
 func main() {
 	flag.Parse()
+	todo, err := selected()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root (sudo make bench)")
 		os.Exit(1)
@@ -57,20 +124,9 @@ func main() {
 	}
 	*multiwanBin = bin
 	_, _ = lab.SweepStale()
-	for _, b := range []func() error{
-		func() error {
-			return failover("failover, interval 100ms down 3 (cut → first new connection via isp2)",
-				"{targets: [203.0.113.20, 203.0.113.30], interval: 100ms, down: 3, up: 3}", "≤ 0.5 s median")
-		},
-		func() error {
-			return failover("failover, shipped defaults", "{targets: [203.0.113.20, 203.0.113.30]}", "≤ 2 s median")
-		},
-		falseAlarms,
-		decisionToKernel,
-		footprint,
-	} {
-		if err := b(); err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
+	for _, m := range todo {
+		if err := m.run(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %s: %v\n", m.name, err)
 			os.Exit(1)
 		}
 	}

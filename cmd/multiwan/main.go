@@ -146,7 +146,7 @@ func planCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, " with %s down", *down)
 	}
 	fmt.Fprintln(stdout)
-	fmt.Fprintln(stdout, "# WAN addresses are learned at run time (sets wan_addr, wan_net and the \"from ADDRESS\" rules).")
+	fmt.Fprintln(stdout, "# WAN addresses are learned at run time (chain bound, map wan_net and the \"from ADDRESS\" rules).")
 	for _, p := range d.Policies {
 		fmt.Fprintf(stdout, "# policy %s: %s\n", p.Name, p)
 	}
