@@ -130,7 +130,7 @@ func udpShares(l *lab.Lab, first, n int) (map[string]int, error) {
 // iperfServer starts a one-off iperf3 server on the lab's service address
 // and waits until it listens.
 func iperfServer(l *lab.Lab) (*lab.Proc, error) {
-	p, err := l.Start(lab.NSInternet, "iperf3", "-s", "-1", "-B", lab.ServiceAddr)
+	p, err := l.Start(lab.NSInternet, "iperf3", "-s", "-1", "--forceflush", "-B", lab.ServiceAddr)
 	if err != nil {
 		return nil, err
 	}

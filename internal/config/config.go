@@ -29,6 +29,7 @@ const (
 	DefaultProbeUp              = 3
 	DefaultReliability          = 1
 	DefaultNAT                  = "masquerade"
+	DefaultNAT6                 = "none"
 	DefaultLastResort           = "unreachable"
 	DefaultSticky               = "flow"
 	DefaultWeight               = 1
@@ -74,10 +75,22 @@ type WAN struct {
 	GatewayAuto bool
 	// Table is the routing table holding this WAN's routes.
 	Table int
-	// NAT is "masquerade" or "none".
-	NAT   string
-	Probe Probe
-	Pos   Pos
+	// NAT is "masquerade" or "none", for IPv4.
+	NAT string
+	// IPv6 is set when the WAN carries IPv6 (gateway6 is configured).
+	IPv6 bool
+	// Gateway6 is the IPv6 next hop, often link-local; invalid when
+	// Gateway6Auto is set (learned from the kernel: router advertisements,
+	// DHCPv6 clients) or the link is point-to-point.
+	Gateway6     netip.Addr
+	Gateway6Auto bool
+	// NAT6 is "masquerade" (NAT66) or "none" (routed prefixes).
+	NAT6 string
+	// Prefixes6 are IPv6 prefixes routed to this WAN without NAT
+	// (delegated prefixes): traffic from them always leaves by this WAN.
+	Prefixes6 []netip.Prefix
+	Probe     Probe
+	Pos       Pos
 }
 
 // Probe configures health probing of a WAN.

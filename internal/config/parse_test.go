@@ -643,6 +643,7 @@ func TestFullConfig(t *testing.T) {
 				Gateway:   netip.MustParseAddr("192.0.2.1"),
 				Table:     101,
 				NAT:       "masquerade",
+				NAT6:      "none",
 				Probe: Probe{
 					Method:      "icmp",
 					Targets:     []string{"203.0.113.20", "203.0.113.30"},
@@ -662,6 +663,7 @@ func TestFullConfig(t *testing.T) {
 				GatewayAuto: true,
 				Table:       102,
 				NAT:         "masquerade",
+				NAT6:        "none",
 				Probe:       defaults,
 				Pos:         Pos{19, 5},
 			},
@@ -723,7 +725,7 @@ func TestFullConfig(t *testing.T) {
 }
 
 func TestMinimalDefaults(t *testing.T) {
-	cfg, err := Parse("t.yaml", []byte(`wans: [{name: a, interface: eth0, gateway: "2001:db8::1"}]
+	cfg, err := Parse("t.yaml", []byte(`wans: [{name: a, interface: eth0, gateway: 192.0.2.1, gateway6: "fe80::1"}]
 policies: [{name: p, members: [{wan: a}]}]
 default_policy: p
 `))
@@ -736,7 +738,8 @@ default_policy: p
 		t.Errorf("top-level defaults not applied: %+v", cfg)
 	}
 	w := cfg.WANs[0]
-	if w.Gateway != netip.MustParseAddr("2001:db8::1") || w.GatewayAuto || w.Table != DefaultTableBase+1 || w.NAT != DefaultNAT {
+	if w.Gateway != netip.MustParseAddr("192.0.2.1") || w.GatewayAuto || w.Table != DefaultTableBase+1 || w.NAT != DefaultNAT ||
+		!w.IPv6 || w.Gateway6 != netip.MustParseAddr("fe80::1") || w.NAT6 != DefaultNAT6 {
 		t.Errorf("WAN defaults not applied: %+v", w)
 	}
 	p := cfg.Policies[0]

@@ -149,6 +149,7 @@ func (d *decoder) wan(v value, index int) (WAN, wanSource) {
 	w := WAN{
 		Table: DefaultTableBase + index,
 		NAT:   DefaultNAT,
+		NAT6:  DefaultNAT6,
 		Probe: Probe{
 			Method:      DefaultProbeMethod,
 			Interval:    DefaultProbeInterval,
@@ -187,7 +188,48 @@ func (d *decoder) wan(v value, index int) (WAN, wanSource) {
 				v.errorf("%s is not a usable gateway address", a)
 				return
 			}
+			if !a.Is4() {
+				v.errorf("%s is not an IPv4 address; an IPv6 gateway goes in gateway6", a)
+				return
+			}
 			w.Gateway = a
+		},
+		"gateway6": func(v value) {
+			s, ok := v.text("an IPv6 address or auto")
+			if !ok {
+				return
+			}
+			w.IPv6 = true
+			if s == "auto" {
+				w.Gateway6Auto = true
+				return
+			}
+			// Link-local gateways (fe80::1 from router advertisements)
+			// are the usual case on IPv6; the zone is the WAN's
+			// interface, so none is written.
+			a, ok := addr(v, s, "an IPv6 address or auto")
+			if !ok {
+				return
+			}
+			if !a.Is6() || a.Is4In6() || a.IsUnspecified() || a.IsMulticast() {
+				v.errorf("%s is not a usable IPv6 gateway address", a)
+				return
+			}
+			w.Gateway6 = a
+		},
+		"nat6": func(v value) {
+			if s, ok := v.oneOf("masquerade", "none"); ok {
+				w.NAT6 = s
+			}
+		},
+		"prefixes6": func(v value) {
+			for _, p := range prefixes(v) {
+				if !p.Addr().Is6() {
+					v.errorf("%s is not an IPv6 prefix", p)
+					continue
+				}
+				w.Prefixes6 = append(w.Prefixes6, p)
+			}
 		},
 		"table": func(v value) {
 			src.table = v
