@@ -36,13 +36,19 @@ type Desired struct {
 	Mask, IDMask, MovableBit uint32
 	// Special marks for a policy with no usable member.
 	UnreachableMark, BlackholeMark, MainMark uint32
-	// Policies are the per-policy decisions, in config order (implicit
-	// one-WAN policies included).
+	// Policies are the per-policy decisions for IPv4, in config order
+	// (implicit one-WAN policies included).
 	Policies []PolicyChoice
 	// Best is the WAN the router's own unmarked traffic takes its source
 	// address from: the default policy's preferred active WAN. Empty when
 	// no WAN is usable.
 	Best string
+	// IPv6 is set when some WAN carries IPv6 (gateway6); then Policies6
+	// and Best6 are the same for IPv6. Without it multiwan leaves IPv6
+	// alone: it is routed by the main table as if multiwan were not there.
+	IPv6      bool
+	Policies6 []PolicyChoice
+	Best6     string
 }
 
 // PolicyChoice is where a policy sends new connections now.

@@ -60,8 +60,9 @@ type Link struct {
 	// Addrs are the interface's addresses with their prefix length.
 	Addrs []netip.Prefix
 	// Gateway is the learned next hop for `gateway: auto`; invalid when none
-	// is known.
-	Gateway netip.Addr
+	// is known. Gateway6 is the same for `gateway6: auto`, often
+	// link-local.
+	Gateway, Gateway6 netip.Addr
 	// PointToPoint is true for links that need no gateway (PPP, tunnels).
 	PointToPoint bool
 }
@@ -97,14 +98,41 @@ type planner struct {
 
 // wanInfo is a WAN's place in the plan.
 type wanInfo struct {
-	cfg     *config.WAN
-	id      int    // 1-based, config order
-	mark    uint32 // id deposited into the id bits of the mask
-	gateway netip.Addr
-	routed  bool // its table has a default route
-	usable  bool // new connections may go to it
-	state   State
+	cfg  *config.WAN
+	id   int    // 1-based, config order
+	mark uint32 // id deposited into the id bits of the mask
+	// Per address family, indexed by fam (v4, v6):
+	gateway [2]netip.Addr
+	routed  [2]bool // its table has a default route
+	state   [2]State
 }
+
+// usable reports whether new connections of the family may go to the WAN.
+func (w *wanInfo) usable(f fam) bool { return w.state[f] != StateDown }
+
+// fam indexes per-family data: v4 or v6.
+type fam int
+
+const (
+	v4 fam = iota
+	v6
+)
+
+// Key6 is the key of a WAN's IPv6 health in Health; its IPv4 health is
+// under its name. A WAN is tracked per family: it can be up for one and
+// down for the other.
+func Key6(wan string) string { return wan + "/ipv6" }
+
+func (f fam) String() string { return [...]string{"ipv4", "ipv6"}[f] }
+func (f fam) ip() string     { return [...]string{"ip", "ip6"}[f] }
+func (f fam) addrType() string {
+	return [...]string{"ipv4_addr", "ipv6_addr"}[f]
+}
+func (f fam) family() int { return [...]int{4, 6}[f] }
+func (f fam) any() netip.Prefix {
+	return [...]netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}[f]
+}
+func (f fam) has(a netip.Addr) bool { return a.Is4() == (f == v4) }
 
 func (p *planner) plan() *Desired {
 	cfg := p.cfg
@@ -130,45 +158,71 @@ func (p *planner) plan() *Desired {
 		w := &cfg.WANs[i]
 		link := p.links[w.Name]
 		wi := &wanInfo{cfg: w, id: i + 1, mark: deposit(uint32(i+1), idMask)}
-		wi.gateway = w.Gateway
+		wi.gateway[v4], wi.gateway[v6] = w.Gateway, w.Gateway6
 		if w.GatewayAuto {
-			wi.gateway = link.Gateway
+			wi.gateway[v4] = link.Gateway
 		}
-		wi.routed = link.Exists && link.Up && (wi.gateway.IsValid() || link.PointToPoint)
-		wi.state = p.health[w.Name]
-		if wi.state == "" {
-			wi.state = StateUnknown
+		if w.Gateway6Auto {
+			wi.gateway[v6] = link.Gateway6
 		}
-		if !wi.routed {
-			// Without a route the WAN cannot carry anything, whatever
-			// the probes said last.
-			wi.state = StateDown
+		up := link.Exists && link.Up
+		wi.routed[v4] = up && (wi.gateway[v4].IsValid() || link.PointToPoint)
+		wi.routed[v6] = up && w.IPv6 && (wi.gateway[v6].IsValid() || link.PointToPoint)
+		for f, key := range [2]string{w.Name, Key6(w.Name)} {
+			wi.state[f] = p.health[key]
+			if wi.state[f] == "" {
+				wi.state[f] = StateUnknown
+			}
+			if !wi.routed[f] {
+				// Without a route the WAN cannot carry anything, whatever
+				// the probes said last.
+				wi.state[f] = StateDown
+			}
 		}
-		wi.usable = wi.state != StateDown
+		if w.IPv6 {
+			d.IPv6 = true
+		}
 		wans[i] = wi
 		byName[w.Name] = wi
 		d.Marks[w.Name] = wi.mark
-		d.States[w.Name] = wi.state
+		d.States[w.Name] = wi.state[v4]
+		if w.IPv6 {
+			d.States[Key6(w.Name)] = wi.state[v6]
+		}
 	}
 
 	for _, pol := range cfg.Policies {
-		d.Policies = append(d.Policies, p.choose(&pol, byName))
-	}
-	if def := d.Policy(cfg.DefaultPolicy); def != nil && len(def.Active) > 0 {
-		best := def.Active[0]
-		for _, s := range def.Active[1:] {
-			if s.Weight > best.Weight {
-				best = s
-			}
+		d.Policies = append(d.Policies, p.choose(&pol, byName, v4))
+		if d.IPv6 {
+			d.Policies6 = append(d.Policies6, p.choose(&pol, byName, v6))
 		}
-		d.Best = best.WAN
 	}
+	d.Best = best(d.Policies, cfg.DefaultPolicy)
+	d.Best6 = best(d.Policies6, cfg.DefaultPolicy)
 
 	d.Routes = p.routes(wans)
 	d.Rules = p.rules(wans, byName)
 	d.Sysctls = p.sysctls(wans)
 	d.Table = p.table(wans, byName)
 	return d
+}
+
+// best is the preferred active WAN of the named policy: the one with the
+// largest weight, the first on ties. "" when the policy has none.
+func best(choices []PolicyChoice, policy string) string {
+	for _, c := range choices {
+		if c.Name != policy || len(c.Active) == 0 {
+			continue
+		}
+		b := c.Active[0]
+		for _, s := range c.Active[1:] {
+			if s.Weight > b.Weight {
+				b = s
+			}
+		}
+		return b.WAN
+	}
+	return ""
 }
 
 // deposit spreads the bits of v, lowest first, over the set bits of mask, so
@@ -190,11 +244,11 @@ func deposit(v, mask uint32) uint32 {
 // that was just configured or whose probes have not finished a round yet);
 // failing that, the lowest with a degraded one. A usable override that is a
 // member wins outright.
-func (p *planner) choose(pol *config.Policy, wans map[string]*wanInfo) PolicyChoice {
+func (p *planner) choose(pol *config.Policy, wans map[string]*wanInfo, f fam) PolicyChoice {
 	c := PolicyChoice{Name: pol.Name, Sticky: pol.Sticky}
 	if p.override != "" {
 		for _, m := range pol.Members {
-			if m.WAN == p.override && wans[m.WAN].usable {
+			if m.WAN == p.override && wans[m.WAN].usable(f) {
 				c.Active = []Share{{WAN: m.WAN, Weight: 1, Share: 1}}
 				return c
 			}
@@ -203,7 +257,7 @@ func (p *planner) choose(pol *config.Policy, wans map[string]*wanInfo) PolicyCho
 	for _, class := range []State{StateUp, StateUnknown, StateDegraded} {
 		tier := 0
 		for _, m := range pol.Members {
-			if wans[m.WAN].state == class && (tier == 0 || m.Tier < tier) {
+			if wans[m.WAN].state[f] == class && (tier == 0 || m.Tier < tier) {
 				tier = m.Tier
 			}
 		}
@@ -216,7 +270,7 @@ func (p *planner) choose(pol *config.Policy, wans map[string]*wanInfo) PolicyCho
 				continue
 			}
 			c.Tier = append(c.Tier, Share{WAN: m.WAN, Weight: m.Weight})
-			if wans[m.WAN].state == class {
+			if wans[m.WAN].state[f] == class {
 				c.Active = append(c.Active, Share{WAN: m.WAN, Weight: m.Weight})
 				total += m.Weight
 			}
@@ -256,49 +310,63 @@ func (d *Desired) Policy(name string) *PolicyChoice {
 
 func (p *planner) routes(wans []*wanInfo) []Route {
 	var out []Route
-	for _, w := range wans {
-		if !w.routed {
-			continue
-		}
-		r := Route{Family: 4, Table: w.cfg.Table, Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: w.cfg.Interface,
-			Comment: w.cfg.Name}
-		if w.gateway.IsValid() {
-			if w.gateway.Is6() {
-				continue // IPv6 uplinks come with dual-stack support.
+	for _, f := range []fam{v4, v6} {
+		for _, w := range wans {
+			if !w.routed[f] {
+				continue
 			}
-			r.Gateway = w.gateway
+			r := Route{Family: f.family(), Table: w.cfg.Table, Dst: f.any(), Dev: w.cfg.Interface, Comment: w.cfg.Name}
+			if gw := w.gateway[f]; gw.IsValid() && f.has(gw) {
+				r.Gateway = gw
+			}
+			out = append(out, r)
 		}
-		out = append(out, r)
 	}
 	return out
 }
 
 func (p *planner) rules(wans []*wanInfo, byName map[string]*wanInfo) []Rule {
+	out := p.familyRules(wans, byName, v4, p.d.Best)
+	if p.d.IPv6 {
+		out = append(out, p.familyRules(wans, byName, v6, p.d.Best6)...)
+	}
+	return out
+}
+
+// familyRules are the ip rules of one address family.
+func (p *planner) familyRules(wans []*wanInfo, byName map[string]*wanInfo, f fam, best string) []Rule {
 	base := p.cfg.RulePriority
 	d := p.d
 	rule := func(prio int, comment string) Rule {
-		return Rule{Family: 4, Priority: base + prio, Action: "lookup", SuppressPrefixLen: -1, Comment: comment}
+		return Rule{Family: f.family(), Priority: base + prio, Action: "lookup", SuppressPrefixLen: -1, Comment: comment}
 	}
 	var out []Rule
 	r := rule(prioSuppress, "main first, but not its default routes: LAN, VPN and link routes win")
 	r.Table, r.SuppressPrefixLen = TableMain, 0
 	out = append(out, r)
 	for _, w := range wans {
+		if f == v6 && !w.cfg.IPv6 {
+			continue
+		}
 		r := rule(prioMark+w.id, "connections of "+w.cfg.Name)
 		r.Mark, r.Mask, r.Table = w.mark, d.IDMask, w.cfg.Table
 		out = append(out, r)
 	}
 	for _, w := range wans {
-		if !p.links[w.cfg.Name].Exists {
+		if f == v6 && !w.cfg.IPv6 {
 			continue
 		}
-		for _, a := range p.links[w.cfg.Name].Addrs {
-			if !a.Addr().Is4() {
-				continue
-			}
+		for _, a := range p.wanAddrs(w, f) {
 			r := rule(prioSource+w.id, "sockets bound to "+w.cfg.Name+"'s address")
-			r.Src, r.Table = netip.PrefixFrom(a.Addr(), 32), w.cfg.Table
+			r.Src, r.Table = netip.PrefixFrom(a, a.BitLen()), w.cfg.Table
 			out = append(out, r)
+		}
+		if f == v6 {
+			for _, pfx := range w.cfg.Prefixes6 {
+				r := rule(prioSource+w.id, "prefix routed by "+w.cfg.Name+" without NAT")
+				r.Src, r.Table = pfx, w.cfg.Table
+				out = append(out, r)
+			}
 		}
 	}
 	for i, lr := range []struct {
@@ -317,12 +385,28 @@ func (p *planner) rules(wans []*wanInfo, byName map[string]*wanInfo) []Rule {
 		r.Mark, r.Mask, r.Action = w.mark, d.IDMask, "unreachable"
 		out = append(out, r)
 	}
-	if p.cfg.LocalTraffic && d.Best != "" {
+	if p.cfg.LocalTraffic && best != "" {
 		r := rule(prioLocal, "the router's own new sockets: source address of the best WAN")
-		r.Mark, r.Mask, r.Table = 0, d.IDMask, byName[d.Best].cfg.Table
+		r.Mark, r.Mask, r.Table = 0, d.IDMask, byName[best].cfg.Table
 		out = append(out, r)
 	}
 	slices.SortStableFunc(out, func(a, b Rule) int { return cmp.Compare(a.Priority, b.Priority) })
+	return out
+}
+
+// wanAddrs are the WAN interface's addresses of family f that can source
+// traffic to the internet: not link-local.
+func (p *planner) wanAddrs(w *wanInfo, f fam) []netip.Addr {
+	link := p.links[w.cfg.Name]
+	if !link.Exists {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range link.Addrs {
+		if f.has(a.Addr()) && !a.Addr().IsLinkLocalUnicast() {
+			out = append(out, a.Addr())
+		}
+	}
 	return out
 }
 
@@ -342,6 +426,20 @@ func (p *planner) sysctls(wans []*wanInfo) []Sysctl {
 			Sysctl{Key: dir + "src_valid_mark", Value: "1", Comment: "reverse-path checks honour the fwmark"},
 		)
 	}
+	if !p.d.IPv6 {
+		return out
+	}
+	out = append(out,
+		Sysctl{Key: "net/ipv6/conf/all/forwarding", Value: "1", Comment: "route IPv6 between LAN and WANs"},
+		Sysctl{Key: "net/ipv6/fwmark_reflect", Value: "1", Comment: "kernel-made IPv6 replies carry the connection's mark"},
+	)
+	for _, w := range wans {
+		if !w.cfg.IPv6 || !w.cfg.Gateway6Auto || !p.links[w.cfg.Name].Exists {
+			continue
+		}
+		out = append(out, Sysctl{Key: "net/ipv6/conf/" + w.cfg.Interface + "/accept_ra", Value: "2",
+			Comment: "keep learning the gateway from router advertisements while forwarding"})
+	}
 	return out
 }
 
@@ -359,8 +457,9 @@ func (p *planner) table(wans []*wanInfo, byName map[string]*wanInfo) Table {
 	// bit and every bit outside the mask), and restore its mark onto a
 	// packet. nft 1.0 cannot combine two registers, hence one small chain
 	// per WAN reached through verdict maps.
-	var restore, byMark, byIIF, byAddr, byNet []Element
-	var natIfs, wanIfs []Element
+	var restore, byMark, byIIF, bySrc6 []Element
+	var byAddr, byNet [2][]Element
+	var natIfs, nat6Ifs, wanIfs []Element
 	seenAddr := map[netip.Addr]bool{}
 	var wanChains []Chain
 	for _, w := range wans {
@@ -379,10 +478,10 @@ func (p *planner) table(wans []*wanInfo, byName map[string]*wanInfo) Table {
 		restore = append(restore, Element{Key: m, Value: "goto " + back})
 		byMark = append(byMark, Element{Key: m, Value: "goto " + assign})
 		byIIF = append(byIIF, Element{Key: quote(w.cfg.Interface), Value: "goto " + assign})
-		link := p.links[w.cfg.Name]
-		for _, a := range link.Addrs {
-			if !a.Addr().Is4() {
-				continue
+		for _, f := range []fam{v4, v6} {
+			best := d.Best
+			if f == v6 {
+				best = d.Best6
 			}
 			// The router's unbound sockets take their source address
 			// from the best WAN (the catch-all rule), so that address
@@ -390,23 +489,38 @@ func (p *planner) table(wans []*wanInfo, byName map[string]*wanInfo) Table {
 			// not: it is left to the policy (return). Sockets bound to
 			// another WAN's address are kept on that WAN.
 			verdict := "goto " + assign
-			if cfg.LocalTraffic && w.cfg.Name == d.Best {
+			if cfg.LocalTraffic && w.cfg.Name == best {
 				verdict = "return"
 			}
-			if !seenAddr[a.Addr()] {
-				seenAddr[a.Addr()] = true
-				byAddr = append(byAddr, Element{Key: a.Addr().String(), Value: verdict})
+			for _, a := range p.wanAddrs(w, f) {
+				if !seenAddr[a] {
+					seenAddr[a] = true
+					byAddr[f] = append(byAddr[f], Element{Key: a.String(), Value: verdict})
+				}
 			}
-			if a.Bits() < 32 {
-				byNet = append(byNet, Element{Key: a.Masked().String(), Value: "goto " + assign})
+		}
+		for _, a := range p.links[w.cfg.Name].Addrs {
+			if a.Addr().IsLinkLocalUnicast() || a.Bits() == a.Addr().BitLen() {
+				continue
 			}
+			f := v4
+			if a.Addr().Is6() {
+				f = v6
+			}
+			byNet[f] = append(byNet[f], Element{Key: a.Masked().String(), Value: "goto " + assign})
+		}
+		for _, pfx := range w.cfg.Prefixes6 {
+			bySrc6 = append(bySrc6, Element{Key: pfx.String(), Value: "goto " + assign})
 		}
 		wanIfs = append(wanIfs, Element{Key: quote(w.cfg.Interface)})
 		if w.cfg.NAT == "masquerade" {
 			natIfs = append(natIfs, Element{Key: quote(w.cfg.Interface)})
 		}
+		if w.cfg.IPv6 && w.cfg.NAT6 == "masquerade" {
+			nat6Ifs = append(nat6Ifs, Element{Key: quote(w.cfg.Interface)})
+		}
 	}
-	byNet = mergeNets(byNet)
+	byNet[v4], byNet[v6], bySrc6 = mergeNets(byNet[v4]), mergeNets(byNet[v6]), mergeNets(bySrc6)
 
 	t.Sets = append(t.Sets,
 		Set{Name: "restore", Type: "mark", Map: "verdict", Elements: restore,
@@ -415,13 +529,23 @@ func (p *planner) table(wans []*wanInfo, byName map[string]*wanInfo) Table {
 			Comment: "packet already marked for a WAN (probes, other tables)"},
 		Set{Name: "wan_iif", Type: "ifname", Map: "verdict", Elements: byIIF,
 			Comment: "connection arrived on a WAN: replies leave by it"},
-		Set{Name: "wan_net", Type: "ipv4_addr", Map: "verdict", Flags: []string{"interval"}, Elements: byNet,
+		Set{Name: "wan_net", Type: "ipv4_addr", Map: "verdict", Flags: []string{"interval"}, Elements: byNet[v4],
 			Comment: "destination on a WAN's own subnet"},
 		Set{Name: "wan_ifs", Type: "ifname", Elements: wanIfs,
 			Comment: "every WAN interface"},
 		Set{Name: "nat_oif", Type: "ifname", Elements: natIfs,
 			Comment: "WAN interfaces that masquerade"},
 	)
+	if d.IPv6 {
+		t.Sets = append(t.Sets,
+			Set{Name: "wan_net6", Type: "ipv6_addr", Map: "verdict", Flags: []string{"interval"}, Elements: byNet[v6],
+				Comment: "IPv6 destination on a WAN's own subnet"},
+			Set{Name: "wan_src6", Type: "ipv6_addr", Map: "verdict", Flags: []string{"interval"}, Elements: bySrc6,
+				Comment: "source in a prefix a WAN routes without NAT: only that WAN can carry it"},
+			Set{Name: "nat6_oif", Type: "ifname", Elements: nat6Ifs,
+				Comment: "WAN interfaces that masquerade IPv6 (NAT66)"},
+		)
+	}
 
 	steer := Chain{Name: "steer", Comment: "rules in order, then the default policy"}
 	for _, r := range cfg.Rules {
@@ -438,6 +562,10 @@ func (p *planner) table(wans []*wanInfo, byName map[string]*wanInfo) Table {
 	steer.Rules = append(steer.Rules, "goto "+policyChain(cfg.DefaultPolicy))
 
 	ctNew := fmt.Sprintf("ct state new ct mark and %s == 0", idMask)
+	if !d.IPv6 {
+		// No WAN carries IPv6: multiwan leaves IPv6 to the main table.
+		ctNew += " meta nfproto ipv4"
+	}
 	pre := Chain{Name: "prerouting", Type: "filter", Hook: "prerouting", Priority: "mangle", Rules: []string{
 		fmt.Sprintf("ct mark and %s vmap @restore", idMask),
 		ctNew + " jump identify",
@@ -457,8 +585,12 @@ func (p *planner) table(wans []*wanInfo, byName map[string]*wanInfo) Table {
 		"ip daddr vmap @wan_net",
 	}}
 	post := Chain{Name: "postrouting", Type: "nat", Hook: "postrouting", Priority: "srcnat", Rules: []string{
-		"oifname @nat_oif masquerade",
+		"meta nfproto ipv4 oifname @nat_oif masquerade",
 	}}
+	if d.IPv6 {
+		identify.Rules = append(identify.Rules, "ip6 daddr vmap @wan_net6", "ip6 saddr vmap @wan_src6")
+		post.Rules = append(post.Rules, "meta nfproto ipv6 oifname @nat6_oif masquerade")
+	}
 	// A new connection that neither came from a WAN nor leaves by one (LAN
 	// to LAN, router to LAN) carries no WAN: dropping the mark here keeps
 	// a dead WAN's cleanup from cutting it.
@@ -471,17 +603,24 @@ func (p *planner) table(wans []*wanInfo, byName map[string]*wanInfo) Table {
 	// the old one (see Chain.Terminal), where a named map would have to
 	// delete elements, which costs the kernel a grace period.
 	bound := Chain{Name: "bound", Terminal: true, Comment: "router socket bound to a WAN's address"}
-	if len(byAddr) > 0 {
-		els := make([]string, len(byAddr))
-		for i, e := range byAddr {
+	for _, f := range []fam{v4, v6} {
+		if len(byAddr[f]) == 0 {
+			continue
+		}
+		els := make([]string, len(byAddr[f]))
+		for i, e := range byAddr[f] {
 			els[i] = e.String()
 		}
-		bound.Rules = []string{"ip saddr vmap { " + strings.Join(els, ", ") + " }"}
+		bound.Rules = append(bound.Rules, f.ip()+" saddr vmap { "+strings.Join(els, ", ")+" }")
 	}
 	t.Chains = append(t.Chains, pre, out, inside, post, identify, bound, steer)
 
-	for _, c := range d.Policies {
-		t.Chains = append(t.Chains, p.policyChain(c, byName))
+	for i, c := range d.Policies {
+		var c6 *PolicyChoice
+		if d.IPv6 {
+			c6 = &d.Policies6[i]
+		}
+		t.Chains = append(t.Chains, p.policyChain(c, c6))
 	}
 	t.Chains = append(t.Chains, wanChains...)
 	return t
@@ -561,15 +700,37 @@ const hashSeed = 0x6d77616e // "mwan"
 
 // policyChain renders a policy decision: one WAN, a weighted random or
 // source-hashed choice among several, or the last resort.
-func (p *planner) policyChain(c PolicyChoice, byName map[string]*wanInfo) Chain {
-	d := p.d
+func (p *planner) policyChain(c4 PolicyChoice, c6 *PolicyChoice) Chain {
 	// The comment must not depend on the decision: a chain's comment is
 	// part of its shape, and a switch must keep the shape (see
 	// kernel.NFT.Apply).
-	ch := Chain{Name: policyChain(c.Name), Terminal: true, Comment: "policy " + c.Name + ", sticky " + c.Sticky}
+	ch := Chain{Name: policyChain(c4.Name), Terminal: true, Comment: "policy " + c4.Name + ", sticky " + c4.Sticky}
+	switch {
+	case c6 == nil:
+		// IPv4 only (steer is not reached by IPv6 packets).
+		ch.Rules = p.decision(c4, v4, "")
+	case c4.Sticky == "source" || c4.String() != c6.String():
+		// The families decide apart: each rule is terminal for its own.
+		ch.Rules = append(p.decision(c4, v4, "meta nfproto ipv4 "), p.decision(*c6, v6, "meta nfproto ipv6 ")...)
+	default:
+		ch.Rules = p.decision(c4, v4, "")
+	}
+	return ch
+}
+
+// decision renders one family's choice for a policy: one WAN, a weighted
+// random or source-hashed choice among several, or the last resort. match
+// restricts the rules to a family ("meta nfproto ipv4 ") or is empty.
+func (p *planner) decision(c PolicyChoice, f fam, match string) []string {
+	d := p.d
 	switch {
 	case len(c.Active) == 1:
-		ch.Rules = []string{"goto wan_" + c.Active[0].WAN}
+		return []string{match + "goto wan_" + c.Active[0].WAN}
+	case len(c.Active) > 1 && c.Sticky == "source":
+		if match == "" {
+			match = "meta nfproto " + f.String() + " "
+		}
+		return []string{match + "jhash " + f.ip() + " saddr " + bucketMap(c.Tier, c.Active)}
 	case len(c.Active) > 1:
 		var total int
 		var els []string
@@ -582,23 +743,13 @@ func (p *planner) policyChain(c PolicyChoice, byName map[string]*wanInfo) Chain 
 			}
 			els = append(els, key+" : goto wan_"+s.WAN)
 		}
-		vmap := fmt.Sprintf("mod %d vmap { %s }", total, strings.Join(els, ", "))
-		if c.Sticky == "source" {
-			vmap = bucketMap(c.Tier, c.Active)
-			ch.Rules = []string{
-				"meta nfproto ipv4 jhash ip saddr " + vmap,
-				"meta nfproto ipv6 jhash ip6 saddr " + vmap,
-			}
-		} else {
-			ch.Rules = []string{"numgen random " + vmap}
-		}
+		return []string{match + fmt.Sprintf("numgen random mod %d vmap { %s }", total, strings.Join(els, ", "))}
 	default:
 		mark := map[string]uint32{"unreachable": d.UnreachableMark, "blackhole": d.BlackholeMark, "main": d.MainMark}[c.LastResort]
 		// Only the packet is marked, not the connection: its next packet
 		// is classified again and finds a WAN as soon as one is back.
-		ch.Rules = []string{fmt.Sprintf("meta mark set meta mark and %s or %s return", hex(^d.Mask), hex(mark))}
+		return []string{match + fmt.Sprintf("meta mark set meta mark and %s or %s return", hex(^d.Mask), hex(mark))}
 	}
-	return ch
 }
 
 func quote(s string) string { return `"` + s + `"` }

@@ -453,3 +453,65 @@ default_policy: sticky
 		t.Fatalf("traced shares %v", s)
 	}
 }
+
+func TestDualStack(t *testing.T) {
+	cfg := load(t, "dual-stack.yaml")
+	links := Links{
+		"isp1": {Exists: true, Up: true, Gateway: addr("192.0.2.1"), Gateway6: addr("fe80::1"),
+			Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/26"), netip.MustParsePrefix("2001:db8:1::2/64"), netip.MustParsePrefix("fe80::2/64")}},
+		"isp2": {Exists: true, Up: true,
+			Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.2/24"), netip.MustParsePrefix("2001:db8:2::2/64"), netip.MustParsePrefix("fe80::2/64")}},
+	}
+	health := Health{"isp1": StateUp, "isp2": StateUp, Key6("isp1"): StateUp, Key6("isp2"): StateUp}
+	main := []Route{
+		{Table: TableMain, Dst: netip.MustParsePrefix("198.51.100.128/25"), Dev: "lan"},
+		{Table: TableMain, Dst: netip.MustParsePrefix("2001:db8:100::/64"), Dev: "lan"},
+	}
+	web4 := Packet{IIF: "lan", Src: addr("198.51.100.130"), Dst: addr("203.0.113.80"), Proto: "tcp", DstPort: 443}
+	web6 := Packet{IIF: "lan", Src: addr("2001:db8:200::10"), Dst: addr("2001:db8:ffff::80"), Proto: "tcp", DstPort: 443}
+	delegated := web6
+	delegated.Src = addr("2001:db8:100::10")
+
+	d := Plan(cfg, health, links, "")
+	golden(t, "dual-stack", d.String())
+	if o := only(t, d.Trace(web4, main)); o.WAN != "isp1" {
+		t.Errorf("v4: %v", o)
+	}
+	if o := only(t, d.Trace(web6, main)); o.WAN != "isp1" || o.Route.Gateway != addr("fe80::1") {
+		t.Errorf("v6: %v", o)
+	}
+
+	// IPv6 dead on isp1, IPv4 fine: the families fail over apart.
+	health[Key6("isp1")] = StateDown
+	d = Plan(cfg, health, links, "")
+	if o := only(t, d.Trace(web4, main)); o.WAN != "isp1" {
+		t.Errorf("v4 with isp1 v6 down: %v", o)
+	}
+	if o := only(t, d.Trace(web6, main)); o.WAN != "isp2" {
+		t.Errorf("v6 with isp1 v6 down: %v", o)
+	}
+	// A host numbered from isp1's delegated prefix can only use isp1,
+	// whatever its health: no other WAN can carry that source address.
+	if o := only(t, d.Trace(delegated, main)); o.WAN != "isp1" || o.CtMark != d.Marks["isp1"] {
+		t.Errorf("delegated prefix with isp1 v6 down: %v", o)
+	}
+	health[Key6("isp1")] = StateUp
+	d = Plan(cfg, health, links, "")
+	if o := only(t, d.Trace(delegated, main)); o.WAN != "isp1" {
+		t.Errorf("delegated prefix: %v", o)
+	}
+	if got := d.Policies6[0].String(); got != "isp1 100%" {
+		t.Errorf("policies6 %q", got)
+	}
+	// The NAT66 set has isp2 only; IPv4 NAT both.
+	for _, s := range d.Table.Sets {
+		if s.Name == "nat6_oif" && (len(s.Elements) != 1 || s.Elements[0].Key != `"wan2"`) {
+			t.Errorf("nat6_oif %v", s.Elements)
+		}
+	}
+	// No IPv6 on any WAN: IPv6 is not classified at all.
+	v4only := load(t, "seed000-dual-wan-failover.yaml")
+	if d := Plan(v4only, allUp(v4only), upLinks(v4only), ""); d.IPv6 || len(d.Policies6) != 0 {
+		t.Errorf("IPv4-only config plans IPv6")
+	}
+}

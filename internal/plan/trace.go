@@ -100,14 +100,21 @@ func Shares(outs []Outcome) map[string]float64 {
 	return m
 }
 
-// route evaluates the ip rules in priority order.
+// route evaluates the ip rules of the packet's family in priority order.
 func (d *Desired) route(p Packet, mark uint32, main []Route) Outcome {
+	family := 4
+	if p.Dst.Is6() {
+		family = 6
+	}
 	for i := range d.Rules {
 		r := &d.Rules[i]
+		if r.Family != family {
+			continue
+		}
 		if r.Mask != 0 && mark&r.Mask != r.Mark {
 			continue
 		}
-		if r.Src.IsValid() && !(p.Local() && r.Src.Contains(p.Src)) {
+		if r.Src.IsValid() && !r.Src.Contains(p.Src) {
 			continue
 		}
 		switch r.Action {
@@ -118,7 +125,7 @@ func (d *Desired) route(p Packet, mark uint32, main []Route) Outcome {
 		if r.Table != TableMain {
 			routes = nil
 			for _, rt := range d.Routes {
-				if rt.Table == r.Table {
+				if rt.Table == r.Table && rt.Family == family {
 					routes = append(routes, rt)
 				}
 			}
