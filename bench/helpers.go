@@ -294,3 +294,11 @@ func fmts(xs []float64, format string) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// spread is (max-min)/median in percent: how far apart repeated runs were.
+func spread(xs []float64) float64 {
+	if len(xs) == 0 || median(xs) == 0 {
+		return 0
+	}
+	return (slices.Max(xs) - slices.Min(xs)) / median(xs) * 100
+}

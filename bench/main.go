@@ -27,6 +27,7 @@ var (
 	cuts        = flag.Int("cuts", 10, "upstream cuts per failover measurement")
 	soak        = flag.Duration("soak", 60*time.Second, "how long to watch for false alarms at 5% loss, and to measure footprint")
 	toggles     = flag.Int("toggles", 200, "override switches for the decision → kernel measurement")
+	runs        = flag.Int("runs", 3, "runs of each side for the throughput and prefix-cost comparisons (median reported)")
 	only        = flag.String("only", "", "comma-separated measurements to run, of: "+strings.Join(measurementNames(), ", ")+" (default: all)")
 )
 

@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	ct "github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,6 +77,13 @@ func Open() (*Cleaner, error) {
 // The deletion is one netlink request, done by the kernel in one pass over
 // its table.
 func (c *Cleaner) DeleteByMark(mark, mask uint32) error {
+	return c.DeleteByMarkFamily(mark, mask, 0)
+}
+
+// DeleteByMarkFamily is DeleteByMark for one address family: 4 or 6, or
+// 0 for both. A WAN tracked per family can die for IPv6 alone, and then
+// its IPv4 connections must stay.
+func (c *Cleaner) DeleteByMarkFamily(mark, mask uint32, family int) error {
 	if mask == 0 {
 		return ErrZeroMask
 	}
@@ -92,8 +100,17 @@ func (c *Cleaner) DeleteByMark(mark, mask uint32) error {
 	}
 	// The mask is always sent with the mark, even where the kernel would
 	// default it: some kernels only filter a flush when both are present.
-	// The filter has no family, so the kernel matches IPv4 and IPv6.
+	// Without a family the kernel matches IPv4 and IPv6.
 	filter := ct.NewFilter().Mark(mark).MarkMask(mask)
+	switch family {
+	case 0:
+	case 4:
+		filter = filter.Family(netfilter.ProtoIPv4)
+	case 6:
+		filter = filter.Family(netfilter.ProtoIPv6)
+	default:
+		return fmt.Errorf("conntrack: family %d: want 4, 6 or 0 (both)", family)
+	}
 	if err := c.conn.FlushFilter(filter); err != nil {
 		return fmt.Errorf("conntrack: delete entries with mark %#x/%#x: %w%s", mark, mask, err, hint(err))
 	}

@@ -408,3 +408,26 @@ func TestDeleteBench100k(t *testing.T) {
 		t.Logf("DeleteByMark missed the 200 ms target")
 	}
 }
+
+// TestDeleteByMarkFamily: a WAN dead for IPv6 only loses only its IPv6
+// connections.
+func TestDeleteByMarkFamily(t *testing.T) {
+	ns, c := testNetns(t)
+	cliInsert(t, ns, "udp", "198.51.100.1", "203.0.113.7", 40001, 53, 0x100)
+	for i, m := range []uint32{0x100, 0x200} {
+		f := ct.NewFlow(17, 0, netip.MustParseAddr(fmt.Sprintf("2001:db8::%d", i+1)),
+			netip.MustParseAddr("2001:db8:1::7"), uint16(41000+i), 53, 600, m)
+		if err := c.conn.Create(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.DeleteByMarkFamily(0x100, 0x7f00, 6); err != nil {
+		t.Fatal(err)
+	}
+	if got := marks(t, c); !slices.Equal(got, []uint32{0x100, 0x200}) {
+		t.Errorf("marks left = %#x, want the IPv4 0x100 and the IPv6 0x200", got)
+	}
+	if err := c.DeleteByMarkFamily(0x100, 0x7f00, 5); err == nil {
+		t.Error("family 5 accepted")
+	}
+}

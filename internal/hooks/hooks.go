@@ -74,6 +74,8 @@ type Event struct {
 	// Active says where the policy's new connections go now, e.g.
 	// "isp1 75%, isp2 25%" (switch events).
 	Active string
+	// Family is the address family the event concerns: ipv4 or ipv6.
+	Family string
 }
 
 // Env returns the event's environment for a hook: PATH and the event's
@@ -98,6 +100,7 @@ func (ev Event) Env(path string) []string {
 		"MULTIWAN_PREVIOUS=" + ev.Previous,
 		"MULTIWAN_POLICY=" + ev.Policy,
 		"MULTIWAN_ACTIVE=" + ev.Active,
+		"MULTIWAN_FAMILY=" + ev.Family,
 		"ACTION=" + action,
 		"INTERFACE=" + ev.WAN,
 		"DEVICE=" + ev.Interface,

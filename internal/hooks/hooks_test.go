@@ -140,7 +140,7 @@ func TestEnvExact(t *testing.T) {
 	l, log := newLogs()
 	var r Runner
 	r.Run(context.Background(), log, []string{hook}, Event{Kind: "switch", WAN: "isp1", Interface: "wan1",
-		State: "up", Policy: "balanced", Active: "isp1 75%, isp2 25%"})
+		State: "up", Policy: "balanced", Active: "isp1 75%, isp2 25%", Family: "ipv4"})
 	wait(t, &r)
 	var got []string
 	for _, rc := range l.match("hook output", map[string]string{"hook": hook}) {
@@ -155,6 +155,7 @@ func TestEnvExact(t *testing.T) {
 		"MULTIWAN_PREVIOUS=",
 		"MULTIWAN_POLICY=balanced",
 		"MULTIWAN_ACTIVE=isp1 75%, isp2 25%",
+		"MULTIWAN_FAMILY=ipv4",
 		"ACTION=switch",
 		"INTERFACE=isp1",
 		"DEVICE=wan1",

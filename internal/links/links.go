@@ -46,15 +46,19 @@ func retry[T any](f func() (T, error)) (T, error) {
 // Snapshot reads the current state of every WAN's interface.
 func Snapshot(cfg *config.Config) (plan.Links, error) {
 	out := plan.Links{}
-	var defaults []netlink.Route
-	if needGateways(cfg) {
+	var defaults, defaults6 []netlink.Route
+	if needGateways(cfg, false) {
 		var err error
-		defaults, err = retry(func() ([]netlink.Route, error) {
-			return netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_UNSPEC},
-				netlink.RT_FILTER_TABLE)
-		})
+		defaults, err = listRoutes(unix.AF_INET)
 		if err != nil {
-			return nil, fmt.Errorf("list routes: %w", err)
+			return nil, err
+		}
+	}
+	if needGateways(cfg, true) {
+		var err error
+		defaults6, err = listRoutes(unix.AF_INET6)
+		if err != nil {
+			return nil, err
 		}
 	}
 	for _, w := range cfg.WANs {
@@ -73,7 +77,7 @@ func Snapshot(cfg *config.Config) (plan.Links, error) {
 			Up:           a.Flags&net.FlagUp != 0 && carrier(a),
 			PointToPoint: a.Flags&net.FlagPointToPoint != 0,
 		}
-		addrs, err := retry(func() ([]netlink.Addr, error) { return netlink.AddrList(l, unix.AF_INET) })
+		addrs, err := retry(func() ([]netlink.Addr, error) { return netlink.AddrList(l, unix.AF_UNSPEC) })
 		if err != nil {
 			return nil, fmt.Errorf("addresses of %s: %w", w.Interface, err)
 		}
@@ -84,15 +88,33 @@ func Snapshot(cfg *config.Config) (plan.Links, error) {
 		}
 		slices.SortFunc(link.Addrs, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
 		if w.GatewayAuto {
-			link.Gateway = learnGateway(defaults, a.Index)
+			link.Gateway = learnGateway(defaults, a.Index, false)
+		}
+		if w.Gateway6Auto {
+			link.Gateway6 = learnGateway(defaults6, a.Index, true)
 		}
 		out[w.Name] = link
 	}
 	return out, nil
 }
 
-func needGateways(cfg *config.Config) bool {
-	return slices.ContainsFunc(cfg.WANs, func(w config.WAN) bool { return w.GatewayAuto })
+func needGateways(cfg *config.Config, v6 bool) bool {
+	return slices.ContainsFunc(cfg.WANs, func(w config.WAN) bool {
+		if v6 {
+			return w.Gateway6Auto
+		}
+		return w.GatewayAuto
+	})
+}
+
+func listRoutes(family int) ([]netlink.Route, error) {
+	routes, err := retry(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	return routes, nil
 }
 
 // carrier reports whether the link can pass packets. Operational state
@@ -117,20 +139,27 @@ func prefixOf(a netlink.Addr) (netip.Prefix, bool) {
 	ip = ip.Unmap()
 	ones, _ := a.Mask.Size()
 	p := netip.PrefixFrom(ip, ones)
-	if !ip.Is4() || !p.IsValid() || ip.IsLinkLocalUnicast() {
+	// IPv4 link-local (169.254/16) is never a WAN address; IPv6
+	// link-local addresses are kept (they are on every IPv6 link, and the
+	// planner knows to skip them).
+	if !p.IsValid() || (ip.Is4() && ip.IsLinkLocalUnicast()) {
 		return netip.Prefix{}, false
 	}
 	return p, true
 }
 
 // learnGateway picks the gateway of a default route through the interface
-// that someone else (DHCP client, networkd, NetworkManager, pppd) installed,
-// in any table: the one with the lowest metric, main table first on ties.
-func learnGateway(routes []netlink.Route, ifindex int) netip.Addr {
+// that someone else (DHCP client, networkd, NetworkManager, pppd, the
+// kernel from router advertisements) installed, in any table: the one with
+// the lowest metric, main table first on ties. A gateway of the wrong
+// family, unspecified, loopback or multicast is ignored; an IPv6 gateway may
+// be link-local, as router advertisements give.
+func learnGateway(routes []netlink.Route, ifindex int, v6 bool) netip.Addr {
 	var best *netlink.Route
+	var bestGW netip.Addr
 	for i := range routes {
 		r := &routes[i]
-		if r.LinkIndex != ifindex || int(r.Protocol) == plan.RouteProtocol || r.Gw == nil {
+		if r.LinkIndex != ifindex || int(r.Protocol) == plan.RouteProtocol {
 			continue
 		}
 		if r.Dst != nil {
@@ -138,22 +167,19 @@ func learnGateway(routes []netlink.Route, ifindex int) netip.Addr {
 				continue
 			}
 		}
+		gw, ok := netip.AddrFromSlice(r.Gw)
+		if !ok {
+			continue
+		}
+		gw = gw.Unmap()
+		if gw.Is4() == v6 || gw.IsUnspecified() || gw.IsLoopback() || gw.IsMulticast() {
+			continue
+		}
 		if best == nil || r.Priority < best.Priority || (r.Priority == best.Priority && r.Table == unix.RT_TABLE_MAIN) {
-			best = r
+			best, bestGW = r, gw.WithZone("")
 		}
 	}
-	if best == nil {
-		return netip.Addr{}
-	}
-	gw, ok := netip.AddrFromSlice(best.Gw)
-	if !ok {
-		return netip.Addr{}
-	}
-	gw = gw.Unmap()
-	if !gw.Is4() || gw.IsUnspecified() || gw.IsLoopback() {
-		return netip.Addr{}
-	}
-	return gw
+	return bestGW
 }
 
 // Watch calls changed (from its own goroutine) whenever a link, address or
