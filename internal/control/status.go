@@ -19,6 +19,9 @@ type Status struct {
 	// Override is the WAN chosen with `multiwan use`, or "" when the choice
 	// is automatic.
 	Override string `json:"override"`
+	// Policies6 is Policies for IPv6, present when some WAN carries IPv6:
+	// the families are decided apart.
+	Policies6 []PolicyStatus `json:"policies6,omitempty"`
 }
 
 // WANStatus is one WAN's health and addressing.
@@ -33,6 +36,19 @@ type WANStatus struct {
 	Gateway string  `json:"gateway"`
 	// Since is when the WAN entered State.
 	Since time.Time `json:"since"`
+	// IPv6 is the WAN's IPv6 health and addressing, tracked apart from
+	// IPv4 (the fields above); nil when the WAN carries no IPv6.
+	IPv6 *FamilyStatus `json:"ipv6,omitempty"`
+}
+
+// FamilyStatus is a WAN's health and addressing for one more family.
+type FamilyStatus struct {
+	State   string    `json:"state"`
+	RTTms   float64   `json:"rtt_ms"`
+	LossPct float64   `json:"loss_pct"`
+	Address string    `json:"address"`
+	Gateway string    `json:"gateway"`
+	Since   time.Time `json:"since"`
 }
 
 // PolicyStatus is where one policy sends new connections now.
@@ -76,9 +92,40 @@ func (s Status) Table(w io.Writer) {
 }
 
 func (s Status) table(w io.Writer, now time.Time) {
-	// Which policies send new connections to each WAN, and how much.
+	uses, uses6 := usesOf(s.Policies), usesOf(s.Policies6)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "WAN\tSTATE\tRTT\tLOSS\tSINCE\tGATEWAY\tADDRESS\tPOLICIES")
+	for _, wan := range s.WANs {
+		name := wan.Name
+		if wan.Interface != "" && wan.Interface != wan.Name {
+			name += " (" + wan.Interface + ")"
+		}
+		v4 := FamilyStatus{State: wan.State, RTTms: wan.RTTms, LossPct: wan.LossPct, Address: wan.Address,
+			Gateway: wan.Gateway, Since: wan.Since}
+		row(tw, name, v4, uses[wan.Name], now)
+		if wan.IPv6 != nil {
+			row(tw, "  ipv6", *wan.IPv6, uses6[wan.Name], now)
+		}
+	}
+	tw.Flush()
+
+	if len(s.Policies) > 0 {
+		fmt.Fprintln(w)
+	}
+	policyLines(w, s.Policies, "")
+	policyLines(w, s.Policies6, " (ipv6)")
+	if s.Override == "" {
+		fmt.Fprintln(w, "override: none (automatic)")
+	} else {
+		fmt.Fprintf(w, "override: %s\n", s.Override)
+	}
+}
+
+// usesOf says which policies send new connections to each WAN, and how
+// much.
+func usesOf(policies []PolicyStatus) map[string][]string {
 	uses := map[string][]string{}
-	for _, p := range s.Policies {
+	for _, p := range policies {
 		for _, a := range p.Active {
 			// A policy that sends everything to one WAN needs no number.
 			use := p.Name
@@ -88,51 +135,40 @@ func (s Status) table(w io.Writer, now time.Time) {
 			uses[a.WAN] = append(uses[a.WAN], use)
 		}
 	}
+	return uses
+}
 
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "WAN\tSTATE\tRTT\tLOSS\tSINCE\tGATEWAY\tADDRESS\tPOLICIES")
-	for _, wan := range s.WANs {
-		name := wan.Name
-		if wan.Interface != "" && wan.Interface != wan.Name {
-			name += " (" + wan.Interface + ")"
-		}
-		rtt, loss := "-", "-"
-		// A WAN that has never answered has no meaningful RTT or loss.
-		if wan.State != "unknown" && (wan.RTTms > 0 || wan.State != "down") {
-			rtt = strconv.FormatFloat(wan.RTTms, 'f', 1, 64) + "ms"
-		}
-		if wan.State != "unknown" {
-			loss = strconv.FormatFloat(math.Round(wan.LossPct*10)/10, 'f', -1, 64) + "%"
-		}
-		policies := strings.Join(uses[wan.Name], ", ")
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			name, orDash(wan.State), rtt, loss, since(wan.Since, now),
-			orDash(wan.Gateway), orDash(wan.Address), orDash(policies))
+// row writes one line of the WAN table.
+func row(tw io.Writer, name string, f FamilyStatus, uses []string, now time.Time) {
+	rtt, loss := "-", "-"
+	// A WAN that has never answered has no meaningful RTT or loss.
+	if f.State != "unknown" && (f.RTTms > 0 || f.State != "down") {
+		rtt = strconv.FormatFloat(f.RTTms, 'f', 1, 64) + "ms"
 	}
-	tw.Flush()
+	if f.State != "unknown" {
+		loss = strconv.FormatFloat(math.Round(f.LossPct*10)/10, 'f', -1, 64) + "%"
+	}
+	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+		name, orDash(f.State), rtt, loss, since(f.Since, now),
+		orDash(f.Gateway), orDash(f.Address), orDash(strings.Join(uses, ", ")))
+}
 
-	if len(s.Policies) > 0 {
-		fmt.Fprintln(w)
-	}
-	for _, p := range s.Policies {
+// policyLines writes one line per policy; suffix names the family.
+func policyLines(w io.Writer, policies []PolicyStatus, suffix string) {
+	for _, p := range policies {
 		if len(p.Active) == 0 {
 			lr := p.LastResort
 			if lr == "" {
 				lr = "unreachable"
 			}
-			fmt.Fprintf(w, "policy %s: no usable WAN, new connections get %s\n", p.Name, lr)
+			fmt.Fprintf(w, "policy %s%s: no usable WAN, new connections get %s\n", p.Name, suffix, lr)
 			continue
 		}
 		shares := make([]string, len(p.Active))
 		for i, a := range p.Active {
 			shares[i] = a.WAN + " " + percent(a.Share)
 		}
-		fmt.Fprintf(w, "policy %s: %s\n", p.Name, strings.Join(shares, ", "))
-	}
-	if s.Override == "" {
-		fmt.Fprintln(w, "override: none (automatic)")
-	} else {
-		fmt.Fprintf(w, "override: %s\n", s.Override)
+		fmt.Fprintf(w, "policy %s%s: %s\n", p.Name, suffix, strings.Join(shares, ", "))
 	}
 }
 

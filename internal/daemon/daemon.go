@@ -42,9 +42,10 @@ type Kernel interface {
 // that stale rules do not pile up.
 const compactAfter = 2 * time.Second
 
-// Flows deletes conntrack entries by mark, in the kernel.
+// Flows deletes conntrack entries by mark, in the kernel, for one address
+// family (4 or 6) or both (0); *conntrack.Cleaner.
 type Flows interface {
-	DeleteByMark(mark, mask uint32) error
+	DeleteByMarkFamily(mark, mask uint32, family int) error
 }
 
 // Hooks runs the user's hooks for an event without blocking; *hooks.Runner.
@@ -255,8 +256,10 @@ func (d *Daemon) linksChanged(ctx context.Context, repair bool, why string) {
 		if was == is {
 			continue
 		}
-		if tr, changed := d.trackers[w.Name].Carrier(is, now); changed {
-			trs = append(trs, tr)
+		for _, pf := range probeFamilies(w) {
+			if tr, changed := d.trackers[pf.key].Carrier(is, now); changed {
+				trs = append(trs, tr)
+			}
 		}
 	}
 	if repair {
@@ -340,41 +343,59 @@ func (d *Daemon) cleanFlows(old, cur *plan.Desired) {
 		if curMark := cur.Marks[w.Name]; curMark != mark {
 			// Renumbered by a reload: its connections carry a mark that
 			// now means something else.
-			d.deleteFlows(w.Name, mark, old.IDMask, "the WAN's mark changed")
+			d.deleteFlows(w.Name, mark, old.IDMask, 0, "the WAN's mark changed")
 			continue
 		}
-		if old.States[w.Name] != plan.StateDown && cur.States[w.Name] == plan.StateDown {
-			d.deleteFlows(w.Name, mark, cur.IDMask, "WAN down")
-			continue
+		fams := []struct {
+			family        int
+			key           string
+			before, after []plan.PolicyChoice
+		}{{4, w.Name, old.Policies, cur.Policies}}
+		if cur.IPv6 {
+			fams = append(fams, struct {
+				family        int
+				key           string
+				before, after []plan.PolicyChoice
+			}{6, plan.Key6(w.Name), old.Policies6, cur.Policies6})
 		}
-		if lostActive(old, cur, w.Name) {
-			d.deleteFlows(w.Name, mark|cur.MovableBit, cur.IDMask|cur.MovableBit, "movable flows follow the switch")
+		for _, f := range fams {
+			was, is := old.States[f.key], cur.States[f.key]
+			switch {
+			case was != "" && was != plan.StateDown && is == plan.StateDown:
+				d.deleteFlows(w.Name, mark, cur.IDMask, f.family, "WAN down")
+			case lostActive(f.before, f.after, w.Name):
+				d.deleteFlows(w.Name, mark|cur.MovableBit, cur.IDMask|cur.MovableBit, f.family, "movable flows follow the switch")
+			}
 		}
 	}
 }
 
-// lostActive reports whether wan took new connections of some policy in old
-// but not in cur.
-func lostActive(old, cur *plan.Desired, wan string) bool {
-	for _, p := range old.Policies {
-		if !slices.ContainsFunc(p.Active, func(s plan.Share) bool { return s.WAN == wan }) {
+// lostActive reports whether wan took new connections of some policy in
+// before but not in after.
+func lostActive(before, after []plan.PolicyChoice, wan string) bool {
+	uses := func(p plan.PolicyChoice) bool {
+		return slices.ContainsFunc(p.Active, func(s plan.Share) bool { return s.WAN == wan })
+	}
+	for _, p := range before {
+		if !uses(p) {
 			continue
 		}
-		now := cur.Policy(p.Name)
-		if now == nil || !slices.ContainsFunc(now.Active, func(s plan.Share) bool { return s.WAN == wan }) {
+		i := slices.IndexFunc(after, func(q plan.PolicyChoice) bool { return q.Name == p.Name })
+		if i < 0 || !uses(after[i]) {
 			return true
 		}
 	}
 	return false
 }
 
-func (d *Daemon) deleteFlows(wan string, mark, mask uint32, why string) {
+func (d *Daemon) deleteFlows(wan string, mark, mask uint32, family int, why string) {
 	start := d.opt.Now()
-	if err := d.opt.Flows.DeleteByMark(mark, mask); err != nil {
-		d.log.Error("deleting conntrack entries failed", "wan", wan, "mark", fmt.Sprintf("%#x/%#x", mark, mask), "err", err)
+	fam := map[int]string{0: "both", 4: "ipv4", 6: "ipv6"}[family]
+	if err := d.opt.Flows.DeleteByMarkFamily(mark, mask, family); err != nil {
+		d.log.Error("deleting conntrack entries failed", "wan", wan, "family", fam, "mark", fmt.Sprintf("%#x/%#x", mark, mask), "err", err)
 		return
 	}
-	d.log.Info("conntrack entries deleted", "wan", wan, "mark", fmt.Sprintf("%#x/%#x", mark, mask),
+	d.log.Info("conntrack entries deleted", "wan", wan, "family", fam, "mark", fmt.Sprintf("%#x/%#x", mark, mask),
 		"cause", why, "took", d.opt.Now().Sub(start).Round(time.Microsecond))
 }
 
@@ -383,13 +404,18 @@ func (d *Daemon) logTransition(tr health.Transition) {
 	if tr.To == plan.StateDown || tr.To == plan.StateDegraded {
 		level = slog.LevelWarn
 	}
-	d.log.Log(context.Background(), level, "wan state", "wan", tr.WAN, "from", string(tr.From), "to", string(tr.To), "cause", tr.Cause)
+	wan, family := splitKey(tr.WAN)
+	attrs := []any{"wan", wan, "from", string(tr.From), "to", string(tr.To), "cause", tr.Cause}
+	if family == "ipv6" {
+		attrs = append(attrs, "family", family)
+	}
+	d.log.Log(context.Background(), level, "wan state", attrs...)
 }
 
 // logChanges says, one line per policy, where new connections go now and
 // why, and one line per WAN whose link appeared or vanished. It returns the
 // policies whose choice changed.
-func (d *Daemon) logChanges(old, cur *plan.Desired, why string, took time.Duration) []plan.PolicyChoice {
+func (d *Daemon) logChanges(old, cur *plan.Desired, why string, took time.Duration) []switchEvent {
 	if old == nil {
 		d.log.Info("installed", "wans", len(d.cfg.WANs), "rules", len(cur.Rules), "routes", len(cur.Routes),
 			"took", took.Round(time.Microsecond))
@@ -410,24 +436,47 @@ func (d *Daemon) logChanges(old, cur *plan.Desired, why string, took time.Durati
 			d.linkStates[w.Name] = state
 		}
 	}
-	var switched []plan.PolicyChoice
-	for _, p := range cur.Policies {
-		if old != nil {
-			if prev := old.Policy(p.Name); prev != nil && prev.String() == p.String() {
+	var switched []switchEvent
+	for _, f := range []struct {
+		name          string
+		before, after []plan.PolicyChoice
+	}{{"ipv4", policiesOf(old, false), cur.Policies}, {"ipv6", policiesOf(old, true), cur.Policies6}} {
+		for _, p := range f.after {
+			i := slices.IndexFunc(f.before, func(q plan.PolicyChoice) bool { return q.Name == p.Name })
+			if i >= 0 && f.before[i].String() == p.String() {
 				continue
 			}
+			if old != nil {
+				switched = append(switched, switchEvent{p, f.name})
+			}
+			attrs := []any{"policy", p.Name, "new connections", p.String(), "cause", why, "took", took.Round(time.Microsecond)}
+			if f.name == "ipv6" {
+				attrs = append(attrs, "family", f.name)
+			}
+			d.log.Info("policy", attrs...)
 		}
-		if old != nil {
-			switched = append(switched, p)
-		}
-		d.log.Info("policy", "policy", p.Name, "new connections", p.String(), "cause", why,
-			"took", took.Round(time.Microsecond))
 	}
 	return switched
 }
 
+// switchEvent is a policy whose choice changed, for one family.
+type switchEvent struct {
+	plan.PolicyChoice
+	family string
+}
+
+func policiesOf(d *plan.Desired, v6 bool) []plan.PolicyChoice {
+	switch {
+	case d == nil:
+		return nil
+	case v6:
+		return d.Policies6
+	}
+	return d.Policies
+}
+
 // runHooks starts the hooks for WAN transitions and policy switches.
-func (d *Daemon) runHooks(trs []health.Transition, switched []plan.PolicyChoice) {
+func (d *Daemon) runHooks(trs []health.Transition, switched []switchEvent) {
 	if d.opt.Hooks == nil || len(d.cfg.Hooks) == 0 {
 		return
 	}
@@ -435,21 +484,34 @@ func (d *Daemon) runHooks(trs []health.Transition, switched []plan.PolicyChoice)
 		if tr.To == plan.StateUnknown {
 			continue // carrier back; the probes decide next
 		}
-		w, _ := d.cfg.WANByName(tr.WAN)
-		d.opt.Hooks.Run(d.hookCtx(), d.log, d.cfg.Hooks, hooks.Event{Kind: string(tr.To), WAN: tr.WAN,
-			Interface: w.Interface, State: string(tr.To), Previous: string(tr.From)})
+		name, family := splitKey(tr.WAN)
+		w, _ := d.cfg.WANByName(name)
+		d.opt.Hooks.Run(d.hookCtx(), d.log, d.cfg.Hooks, hooks.Event{Kind: string(tr.To), WAN: name,
+			Interface: w.Interface, State: string(tr.To), Previous: string(tr.From), Family: family})
 	}
 	for _, p := range switched {
-		ev := hooks.Event{Kind: "switch", Policy: p.Name, Active: p.String()}
+		ev := hooks.Event{Kind: "switch", Policy: p.Name, Active: p.String(), Family: p.family}
 		if len(p.Active) > 0 {
 			ev.WAN = p.Active[0].WAN
 			if w, ok := d.cfg.WANByName(ev.WAN); ok {
 				ev.Interface = w.Interface
-				ev.State = string(d.trackers[w.Name].Status().State)
+				key := w.Name
+				if p.family == "ipv6" {
+					key = plan.Key6(w.Name)
+				}
+				ev.State = string(d.trackers[key].Status().State)
 			}
 		}
 		d.opt.Hooks.Run(d.hookCtx(), d.log, d.cfg.Hooks, ev)
 	}
+}
+
+// splitKey turns a health key into the WAN's name and the family.
+func splitKey(key string) (wan, family string) {
+	if name, ok := strings.CutSuffix(key, plan.Key6("")); ok {
+		return name, "ipv6"
+	}
+	return key, "ipv4"
 }
 
 // hookCtx bounds hooks by the daemon's life.
@@ -471,22 +533,60 @@ func (d *Daemon) shutdown() {
 	d.log.Info("removed everything multiwan installed")
 }
 
-// syncTrackers makes a tracker for every configured WAN, keeping the
-// tracker (and so the health history) of a WAN whose probe settings did not
-// change across a reload. Called with d.mu held (or before Run).
+// syncTrackers makes a tracker for every configured WAN and family,
+// keeping the tracker (and so the health history) of a WAN whose probe
+// settings did not change across a reload. Called with d.mu held (or
+// before Run).
 func (d *Daemon) syncTrackers(old *config.Config) {
 	now := d.opt.Now()
 	next := map[string]*health.Tracker{}
 	for _, w := range d.cfg.WANs {
-		if tr, ok := d.trackers[w.Name]; ok && old != nil {
-			if ow, ok := old.WANByName(w.Name); ok && probeEqual(ow.Probe, w.Probe) {
-				next[w.Name] = tr
-				continue
+		for _, pf := range probeFamilies(w) {
+			if tr, ok := d.trackers[pf.key]; ok && old != nil {
+				if ow, ok := old.WANByName(w.Name); ok && probeEqual(ow.Probe, w.Probe) && ow.IPv6 == w.IPv6 {
+					next[pf.key] = tr
+					continue
+				}
 			}
+			next[pf.key] = health.NewTracker(pf.key, pf.probe, now)
 		}
-		next[w.Name] = health.NewTracker(w.Name, w.Probe, now)
 	}
 	d.trackers = next
+}
+
+// probeFamily is what one prober of a WAN watches: one address family.
+type probeFamily struct {
+	key    string // health key: the WAN's name, or plan.Key6 of it
+	family int
+	probe  config.Probe
+}
+
+// probeFamilies splits a WAN's probe settings by address family: IPv4
+// always, IPv6 when the WAN carries it. A family without targets of its own
+// probes its gateway with ICMP.
+func probeFamilies(w config.WAN) []probeFamily {
+	var t4, t6 []string
+	for _, t := range w.Probe.Targets {
+		if f, err := probe.Family([]string{t}, w.Probe.Method); err == nil && f == 6 {
+			t6 = append(t6, t)
+		} else {
+			t4 = append(t4, t)
+		}
+	}
+	split := func(key string, family int, targets []string) probeFamily {
+		p := w.Probe
+		p.Targets = targets
+		if len(targets) == 0 {
+			p.Method = "icmp"
+		}
+		p.Reliability = max(1, min(p.Reliability, len(targets)))
+		return probeFamily{key: key, family: family, probe: p}
+	}
+	out := []probeFamily{split(w.Name, 4, t4)}
+	if w.IPv6 {
+		out = append(out, split(plan.Key6(w.Name), 6, t6))
+	}
+	return out
 }
 
 func probeEqual(a, b config.Probe) bool {
@@ -501,23 +601,26 @@ func (d *Daemon) startProbers() {
 	d.probing = cancel
 	marks := d.applied.Marks
 	for _, w := range d.cfg.WANs {
-		spec := probe.Spec{
-			WAN:         w.Name,
-			Mark:        marks[w.Name],
-			Method:      w.Probe.Method,
-			Targets:     w.Probe.Targets,
-			Interval:    w.Probe.Interval,
-			Timeout:     w.Probe.Timeout,
-			Reliability: w.Probe.Reliability,
-			Gateway:     d.gatewayOf(w),
-		}
-		d.probers.Add(1)
-		go func() {
-			defer d.probers.Done()
-			if err := d.opt.Probe(ctx, spec, d.rounds); err != nil && ctx.Err() == nil {
-				d.log.Error("prober stopped", "wan", spec.WAN, "err", err)
+		for _, pf := range probeFamilies(w) {
+			spec := probe.Spec{
+				WAN:         pf.key,
+				Mark:        marks[w.Name],
+				Method:      pf.probe.Method,
+				Targets:     pf.probe.Targets,
+				Interval:    pf.probe.Interval,
+				Timeout:     pf.probe.Timeout,
+				Reliability: pf.probe.Reliability,
+				Gateway:     d.gatewayOf(w, pf.family),
+				Interface:   w.Interface,
 			}
-		}()
+			d.probers.Add(1)
+			go func() {
+				defer d.probers.Done()
+				if err := d.opt.Probe(ctx, spec, d.rounds); err != nil && ctx.Err() == nil {
+					d.log.Error("prober stopped", "wan", spec.WAN, "err", err)
+				}
+			}()
+		}
 	}
 }
 
@@ -540,17 +643,23 @@ func (d *Daemon) stopProbers() {
 	}
 }
 
-// gatewayOf returns a function giving the WAN's current gateway: the
-// configured one, or the one learned from the kernel.
-func (d *Daemon) gatewayOf(w config.WAN) func() netip.Addr {
-	if !w.GatewayAuto {
-		gw := w.Gateway
+// gatewayOf returns a function giving the WAN's current gateway of the
+// family: the configured one, or the one learned from the kernel.
+func (d *Daemon) gatewayOf(w config.WAN, family int) func() netip.Addr {
+	gw, auto := w.Gateway, w.GatewayAuto
+	if family == 6 {
+		gw, auto = w.Gateway6, w.Gateway6Auto
+	}
+	if !auto {
 		return func() netip.Addr { return gw }
 	}
 	name := w.Name
 	return func() netip.Addr {
 		d.mu.Lock()
 		defer d.mu.Unlock()
+		if family == 6 {
+			return d.links[name].Gateway6
+		}
 		return d.links[name].Gateway
 	}
 }

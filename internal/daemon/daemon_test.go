@@ -40,7 +40,7 @@ type deletion struct{ mark, mask uint32 }
 
 type fakeFlows struct{ deleted []deletion }
 
-func (f *fakeFlows) DeleteByMark(mark, mask uint32) error {
+func (f *fakeFlows) DeleteByMarkFamily(mark, mask uint32, family int) error {
 	f.deleted = append(f.deleted, deletion{mark, mask})
 	return nil
 }

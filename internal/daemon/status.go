@@ -26,8 +26,11 @@ func (d *Daemon) Status() control.Status {
 			Since:     h.Since.UTC(),
 		}
 		link := d.links[w.Name]
-		if len(link.Addrs) > 0 {
-			ws.Address = link.Addrs[0].Addr().String()
+		for _, a := range link.Addrs {
+			if a.Addr().Is4() {
+				ws.Address = a.Addr().String()
+				break
+			}
 		}
 		gw := w.Gateway
 		if w.GatewayAuto {
@@ -36,16 +39,51 @@ func (d *Daemon) Status() control.Status {
 		if gw.IsValid() {
 			ws.Gateway = gw.String()
 		}
+		if w.IPv6 {
+			h6 := d.trackers[plan.Key6(w.Name)].Status()
+			state6 := h6.State
+			if d.applied != nil && d.applied.States[plan.Key6(w.Name)] == plan.StateDown {
+				state6 = plan.StateDown
+			}
+			ws.IPv6 = &control.FamilyStatus{
+				State:   string(state6),
+				RTTms:   float64(h6.RTT.Microseconds()) / 1000,
+				LossPct: h6.Loss * 100,
+				Since:   h6.Since.UTC(),
+			}
+			for _, a := range link.Addrs {
+				if a.Addr().Is6() && !a.Addr().IsLinkLocalUnicast() {
+					ws.IPv6.Address = a.Addr().String()
+					break
+				}
+			}
+			gw6 := w.Gateway6
+			if w.Gateway6Auto {
+				gw6 = link.Gateway6
+			}
+			if gw6.IsValid() {
+				ws.IPv6.Gateway = gw6.String()
+			}
+		}
 		st.WANs = append(st.WANs, ws)
 	}
 	if d.applied != nil {
-		for _, p := range d.applied.Policies {
-			ps := control.PolicyStatus{Name: p.Name, Active: []control.Share{}, LastResort: p.LastResort}
-			for _, s := range p.Active {
-				ps.Active = append(ps.Active, control.Share{WAN: s.WAN, Share: s.Share})
-			}
-			st.Policies = append(st.Policies, ps)
+		st.Policies = policyStatus(d.applied.Policies)
+		if d.applied.IPv6 {
+			st.Policies6 = policyStatus(d.applied.Policies6)
 		}
 	}
 	return st
+}
+
+func policyStatus(choices []plan.PolicyChoice) []control.PolicyStatus {
+	out := []control.PolicyStatus{}
+	for _, p := range choices {
+		ps := control.PolicyStatus{Name: p.Name, Active: []control.Share{}, LastResort: p.LastResort}
+		for _, s := range p.Active {
+			ps.Active = append(ps.Active, control.Share{WAN: s.WAN, Share: s.Share})
+		}
+		out = append(out, ps)
+	}
+	return out
 }
