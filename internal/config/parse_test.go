@@ -979,3 +979,27 @@ func TestListFiles(t *testing.T) {
 		}
 	}
 }
+
+func TestIPv6Settings(t *testing.T) {
+	_, err := Parse("v6.yaml", []byte(`wans:
+  - {name: a, interface: e0, gateway: "2001:db8::1"}
+  - {name: b, interface: e1, gateway: 192.0.2.1, gateway6: 192.0.2.9, prefixes6: [192.0.2.0/24]}
+  - {name: c, interface: e2, gateway: 192.0.2.65, gateway6: "ff02::1", nat6: maybe}
+policies: [{name: p, members: [{wan: a}]}]
+default_policy: p
+`))
+	var list ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("want errors, got %v", err)
+	}
+	want := []string{
+		"v6.yaml:2:39: gateway: 2001:db8::1 is not an IPv4 address; an IPv6 gateway goes in gateway6",
+		"v6.yaml:3:60: gateway6: 192.0.2.9 is not a usable IPv6 gateway address",
+		"v6.yaml:3:82: prefixes6: 192.0.2.0/24 is not an IPv6 prefix",
+		"v6.yaml:4:61: gateway6: ff02::1 is not a usable IPv6 gateway address",
+		`v6.yaml:4:78: nat6: expected masquerade or none, got "maybe"`,
+	}
+	if got := list.Lines(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
