@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -32,7 +33,8 @@ const (
 )
 
 // Echo identifiers in use by the Runs of this process. A raw ICMP socket
-// sees every echo reply of the namespace, so each Run needs its own.
+// sees every echo reply of the namespace, so each Run needs its own. A Run
+// with both an IPv4 and an IPv6 socket uses its identifier on both.
 var (
 	idMu    sync.Mutex
 	idInUse = map[uint16]bool{}
@@ -59,50 +61,96 @@ func freeID(id uint16) {
 	idMu.Unlock()
 }
 
-// icmpTransport pings over one raw socket per Run: one reader goroutine
-// for all targets and rounds, and sends straight from the scheduler.
+// icmpTransport pings over one raw socket per Run and family: one reader
+// goroutine per socket for all targets and rounds, and sends straight from
+// the scheduler.
 type icmpTransport struct {
-	conn  *net.IPConn
-	rc    syscall.RawConn
-	id    uint16
-	nonce uint64
-	buf   [echoLen]byte
+	// v4 and v6 are the sockets; nil for a family the Run does not probe,
+	// or could not open a socket for (err4, err6 then say why).
+	v4, v6     *icmpSocket
+	err4, err6 error
+	id         uint16
+	nonce      uint64
+	buf        [echoLen]byte
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	done   chan struct{}
 }
 
-func newICMPTransport(mark uint32, events chan<- event, ns nsFunc) (*icmpTransport, error) {
+// icmpSocket is one raw socket and its reader.
+type icmpSocket struct {
+	v6   bool
+	conn *net.IPConn
+	rc   syscall.RawConn
+	done chan struct{}
+}
+
+// newICMPTransport opens the sockets of the families asked for. When it
+// is asked for both (a gateway Run), one is enough: the kernel may have no
+// IPv6.
+func newICMPTransport(mark uint32, v4, v6 bool, events chan<- event, ns nsFunc) (*icmpTransport, error) {
 	id, err := allocID()
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &icmpTransport{id: id, nonce: rand.Uint64(), ctx: ctx, cancel: cancel}
+	if v4 {
+		t.v4, t.err4 = openICMP(false, mark, id, ns)
+	}
+	if v6 {
+		t.v6, t.err6 = openICMP(true, mark, id, ns)
+	}
+	if t.v4 == nil && t.v6 == nil {
+		err := t.err4
+		if err == nil {
+			err = t.err6
+		}
+		cancel()
+		freeID(id)
+		return nil, err
+	}
+	for _, s := range []*icmpSocket{t.v4, t.v6} {
+		if s != nil {
+			go t.read(s, events)
+		}
+	}
+	return t, nil
+}
+
+// openICMP opens a raw ICMP (v6: ICMPv6) socket with the mark and the
+// filters, in the namespace of ns.
+func openICMP(v6 bool, mark uint32, id uint16, ns nsFunc) (*icmpSocket, error) {
+	network, laddr := "ip4:icmp", "0.0.0.0"
+	if v6 {
+		network, laddr = "ip6:ipv6-icmp", "::"
+	}
+	// The mark is set when the socket is created, before anything is
+	// sent on it.
 	lc := net.ListenConfig{Control: markControl(mark)}
 	var pc net.PacketConn
-	err = ns.do(func() error {
+	err := ns.do(func() error {
 		var err error
-		pc, err = lc.ListenPacket(context.Background(), "ip4:icmp", "0.0.0.0")
+		pc, err = lc.ListenPacket(context.Background(), network, laddr)
 		return err
 	})
 	if err != nil {
-		freeID(id)
 		return nil, err
 	}
 	conn := pc.(*net.IPConn)
 	rc, err := conn.SyscallConn()
 	if err == nil {
-		err = filterSocket(rc, id)
+		if v6 {
+			err = filterSocket6(conn, rc, id)
+		} else {
+			err = filterSocket(rc, id)
+		}
 	}
 	if err != nil {
 		conn.Close()
-		freeID(id)
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t := &icmpTransport{conn: conn, rc: rc, id: id, nonce: rand.Uint64(), ctx: ctx, cancel: cancel, done: make(chan struct{})}
-	go t.read(events)
-	return t, nil
+	return &icmpSocket{v6: v6, conn: conn, rc: rc, done: make(chan struct{})}, nil
 }
 
 // filterSocket makes the kernel drop what is not an echo reply with our
@@ -122,10 +170,6 @@ func filterSocket(rc syscall.RawConn, id uint16) error {
 	if err != nil {
 		return err
 	}
-	filter := make([]unix.SockFilter, len(prog))
-	for i, ins := range prog {
-		filter[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
-	}
 	var serr error
 	err = rc.Control(func(fd uintptr) {
 		// Every type but echo reply is filtered out.
@@ -134,10 +178,7 @@ func filterSocket(rc syscall.RawConn, id uint16) error {
 			serr = fmt.Errorf("ICMP_FILTER: %w", serr)
 			return
 		}
-		fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
-		if serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); serr != nil {
-			serr = fmt.Errorf("SO_ATTACH_FILTER: %w", serr)
-		}
+		serr = attachFilter(int(fd), prog)
 	})
 	if err != nil {
 		return err
@@ -145,14 +186,72 @@ func filterSocket(rc syscall.RawConn, id uint16) error {
 	return serr
 }
 
-// send pings f.addr with sequence number f.id's low 16 bits. It never
-// blocks the scheduler: a full send buffer fails the probe.
+// attachFilter attaches a socket filter (SO_ATTACH_FILTER).
+func attachFilter(fd int, prog []bpf.RawInstruction) error {
+	filter := make([]unix.SockFilter, len(prog))
+	for i, ins := range prog {
+		filter[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
+		return fmt.Errorf("SO_ATTACH_FILTER: %w", err)
+	}
+	return nil
+}
+
+// send pings f.addr with sequence number f.id's low 16 bits, from the
+// socket of its family. It never blocks the scheduler: a full send buffer
+// fails the probe.
 func (t *icmpTransport) send(f *flight) error {
-	marshalEcho(t.buf[:], t.id, uint16(f.id), t.nonce, f.sent)
-	sa := &unix.SockaddrInet4{Addr: f.addr.As4()}
+	if f.addr.Is4() {
+		if t.v4 == nil {
+			return noSocket("IPv4", t.err4)
+		}
+		marshalEcho(t.buf[:], t.id, uint16(f.id), t.nonce, f.sent)
+		return t.v4.sendto(t.buf[:], &unix.SockaddrInet4{Addr: f.addr.As4()})
+	}
+	if t.v6 == nil {
+		return noSocket("IPv6", t.err6)
+	}
+	sa, from, err := dest6(f.addr, t.v6.ifindex)
+	if err != nil {
+		return err
+	}
+	f.from = from
+	marshalEcho6(t.buf[:], t.id, uint16(f.id), t.nonce, f.sent)
+	return t.v6.sendto(t.buf[:], sa)
+}
+
+// dest6 is where a probe of the IPv6 address a is sent, and the source
+// its reply must come from as sourceAddr6 gives it: for a link-local a,
+// the zone becomes the index of its interface, which ifindex tells.
+func dest6(a netip.Addr, ifindex func(zone string) (uint32, error)) (*unix.SockaddrInet6, netip.Addr, error) {
+	sa := &unix.SockaddrInet6{Addr: a.As16()}
+	if !a.IsLinkLocalUnicast() {
+		return sa, a.WithZone(""), nil
+	}
+	if a.Zone() == "" {
+		return nil, netip.Addr{}, errors.New("link-local address without an interface")
+	}
+	idx, err := ifindex(a.Zone())
+	if err != nil {
+		return nil, netip.Addr{}, err
+	}
+	sa.ZoneId = idx
+	return sa, a.WithZone(strconv.FormatUint(uint64(idx), 10)), nil
+}
+
+func noSocket(family string, err error) error {
+	if err == nil {
+		return fmt.Errorf("not an %s prober", family)
+	}
+	return fmt.Errorf("no %s ICMP socket: %w", family, err)
+}
+
+func (s *icmpSocket) sendto(b []byte, sa unix.Sockaddr) error {
 	var serr error
-	err := t.rc.Write(func(fd uintptr) bool {
-		serr = unix.Sendto(int(fd), t.buf[:], unix.MSG_DONTWAIT, sa)
+	err := s.rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendto(int(fd), b, unix.MSG_DONTWAIT, sa)
 		return true
 	})
 	if err != nil {
@@ -161,16 +260,48 @@ func (t *icmpTransport) send(f *flight) error {
 	return serr
 }
 
+// ifindex is the index of the interface named zone in the socket's
+// network namespace (asked through the socket itself, so that it holds
+// whichever thread asks); a zone that names no interface but is a number
+// is an index already. It is asked at every probe: an interface that
+// comes back (a PPP link redialled) may have a new index.
+func (s *icmpSocket) ifindex(zone string) (uint32, error) {
+	ifr, err := unix.NewIfreq(zone)
+	if err == nil {
+		var serr error
+		err = s.rc.Control(func(fd uintptr) {
+			serr = unix.IoctlIfreq(int(fd), unix.SIOCGIFINDEX, ifr)
+		})
+		if err == nil {
+			err = serr
+		}
+		if err == nil {
+			return ifr.Uint32(), nil
+		}
+	}
+	if n, nerr := strconv.ParseUint(zone, 10, 32); nerr == nil && n > 0 {
+		return uint32(n), nil
+	}
+	return 0, fmt.Errorf("interface %s: %w", zone, err)
+}
+
 // read passes echo replies with our identifier to the scheduler until the
 // socket is closed. The arrival time is taken here, right after the read.
-func (t *icmpTransport) read(events chan<- event) {
-	defer close(t.done)
+func (t *icmpTransport) read(s *icmpSocket, events chan<- event) {
+	defer close(s.done)
 	buf := make([]byte, readBuf)
 	for {
 		var n int
+		var from unix.Sockaddr
 		var rerr error
-		err := t.rc.Read(func(fd uintptr) bool {
-			n, rerr = unix.Read(int(fd), buf)
+		err := s.rc.Read(func(fd uintptr) bool {
+			if s.v6 {
+				// The kernel strips the IPv6 header: the source comes
+				// with the address the packet was read from.
+				n, from, rerr = unix.Recvfrom(int(fd), buf, 0)
+			} else {
+				n, rerr = unix.Read(int(fd), buf)
+			}
 			return rerr != unix.EAGAIN
 		})
 		if err != nil {
@@ -187,7 +318,13 @@ func (t *icmpTransport) read(events chan<- event) {
 			}
 		}
 		at := time.Now()
-		e, ok := acceptReply(buf[:n], t.id)
+		var e echo
+		var ok bool
+		if s.v6 {
+			e, ok = acceptReply6(buf[:n], sourceAddr6(from), t.id, t.nonce)
+		} else {
+			e, ok = acceptReply(buf[:n], t.id)
+		}
 		if !ok {
 			continue
 		}
@@ -201,8 +338,12 @@ func (t *icmpTransport) read(events chan<- event) {
 
 func (t *icmpTransport) close() {
 	t.cancel()
-	t.conn.Close()
-	<-t.done
+	for _, s := range []*icmpSocket{t.v4, t.v6} {
+		if s != nil {
+			s.conn.Close()
+			<-s.done
+		}
+	}
 	freeID(t.id)
 }
 

@@ -43,11 +43,15 @@ type Spec struct {
 	Gateway func() netip.Addr
 	// Interface is the name of the WAN's network interface. It is used
 	// only as the zone of link-local IPv6 icmp targets (fe80::/10, the
-	// usual IPv6 gateway): a link-local address means something only on
-	// one link, so the probe goes out of that interface and its reply
-	// must come in by it. It never binds a socket or routes a probe:
-	// Mark does that. Empty, a link-local gateway is probed with the
-	// zone Gateway gave it, if any, and a link-local target is an error.
+	// usual IPv6 gateway; it replaces a zone Gateway gives): a link-local
+	// address means something only on one link, so the probe is sent on
+	// that interface's link and its reply must come in by it (as well as
+	// from the address, with the identifier and sequence number). It
+	// never binds a socket or routes a probe: Mark does that, and still
+	// does for a link-local target, although the zone leaves the kernel
+	// no other link to send it on. Empty, a link-local gateway is probed
+	// with the zone Gateway gave it, if any (else its rounds fail), and a
+	// link-local target is an error. Other targets ignore it.
 	Interface string
 	// Interval between the starts of two rounds; Timeout is the longest a
 	// probe waits for its answer.

@@ -8,6 +8,7 @@ package probe
 // route in main; fwmark 0x100 selects table 101 (default via A), 0x200
 // table 102 (default via B). Only B has the targets (203.0.113.20 and .21
 // on its lo), so a probe reaches them only if its mark sends it via B.
+// root6_test.go adds the same over IPv6.
 //
 // Isolation: namespaces are named mwp<pid>-<n>-<role> and deleted in
 // t.Cleanup. Commands run with `ip -n NAME` or `ip netns exec NAME`.
@@ -24,6 +25,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -74,9 +76,13 @@ func hostSnapshot() string {
 		{"nft", "list", "tables"},
 		{"ip", "-4", "rule"},
 		{"ip", "-4", "route", "show", "table", "all"},
+		{"ip", "-6", "rule"},
+		{"ip", "-6", "route", "show", "table", "all"},
 		{"ip", "-br", "link"},
 	} {
 		out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput()
+		// Routes learnt from router advertisements count down.
+		out = expires.ReplaceAll(out, nil)
 		fmt.Fprintf(&b, "$ %s (err=%v)\n%s", strings.Join(cmd, " "), err, out)
 	}
 	out, _ := exec.Command("ip", "netns", "list").CombinedOutput()
@@ -87,6 +93,8 @@ func hostSnapshot() string {
 	}
 	return b.String()
 }
+
+var expires = regexp.MustCompile(` expires [0-9]+sec`)
 
 func nsPrefix() string { return fmt.Sprintf("mwp%d-", os.Getpid()) }
 
@@ -186,21 +194,41 @@ type topo struct{ r, a, b *labNS }
 
 func newTopo(t *testing.T) *topo {
 	t.Helper()
+	tp := newLinks(t)
+	tp.addIPv4()
+	return tp
+}
+
+// newLinks creates the namespaces and their links, without addresses.
+func newLinks(t *testing.T) *topo {
+	t.Helper()
 	requireRoot(t)
 	tp := &topo{r: newNS(t, "r"), a: newNS(t, "a"), b: newNS(t, "b")}
 	r, a, b := tp.r, tp.a, tp.b
+	// No duplicate address detection: addresses, link-local ones
+	// included, are usable at once (the IPv6 lab needs it; it is harmless
+	// to the IPv4 one). Set before the links exist, so that they get it.
+	for _, n := range []*labNS{r, a, b} {
+		n.exec("sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+	}
 	// The veths are created inside R; their peers go straight into A and
 	// B. Nothing is ever created in the host namespace.
 	r.ip("link", "add", "wa", "type", "veth", "peer", "name", "ua", "netns", a.name)
 	r.ip("link", "add", "wb", "type", "veth", "peer", "name", "ub", "netns", b.name)
-	r.ip("addr", "add", "198.51.100.1/30", "dev", "wa")
-	r.ip("addr", "add", "198.51.100.5/30", "dev", "wb")
-	a.ip("addr", "add", "198.51.100.2/30", "dev", "ua")
-	b.ip("addr", "add", "198.51.100.6/30", "dev", "ub")
 	r.ip("link", "set", "wa", "up")
 	r.ip("link", "set", "wb", "up")
 	a.ip("link", "set", "ua", "up")
 	b.ip("link", "set", "ub", "up")
+	return tp
+}
+
+// addIPv4 gives the lab its IPv4 addresses, routes and rules.
+func (tp *topo) addIPv4() {
+	r, a, b := tp.r, tp.a, tp.b
+	r.ip("addr", "add", "198.51.100.1/30", "dev", "wa")
+	r.ip("addr", "add", "198.51.100.5/30", "dev", "wb")
+	a.ip("addr", "add", "198.51.100.2/30", "dev", "ua")
+	b.ip("addr", "add", "198.51.100.6/30", "dev", "ub")
 	b.ip("addr", "add", targetB+"/32", "dev", "lo")
 	b.ip("addr", "add", targetB2+"/32", "dev", "lo")
 	r.ip("route", "add", "default", "via", "198.51.100.2", "table", "101")
@@ -211,7 +239,6 @@ func newTopo(t *testing.T) *topo {
 	// route back to them: strict reverse-path filtering would drop them.
 	r.exec("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
 		"net.ipv4.conf.wa.rp_filter=0", "net.ipv4.conf.wb.rp_filter=0")
-	return tp
 }
 
 // listenTCP opens a listener inside n.
@@ -338,6 +365,13 @@ func TestKernelDeadlineAndFastConfirmation(t *testing.T) {
 	const interval = 100 * ms
 	r := startRun(t, Spec{Mark: markB, Method: "icmp", Targets: []string{targetB, targetB2},
 		Interval: interval, Timeout: time.Second, Reliability: 1}, tp.r.do)
+	checkFastFailure(t, tp, r, interval)
+}
+
+// checkFastFailure checks how a Run of icmp probes through B, every
+// interval with a 1s Timeout, sees B drop everything, then recover.
+func checkFastFailure(t *testing.T, tp *topo, r *runner, interval time.Duration) {
+	t.Helper()
 	for i := range 5 {
 		if rd := r.nextRound(2 * time.Second); !allOK(rd) {
 			t.Fatalf("round %d before the cut: %s", i+1, describeRounds([]Round{rd}))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -18,7 +19,15 @@ const eventBuffer = 64
 // Run probes the WAN that spec describes until ctx ends, then returns nil.
 // It returns an error, without probing, when spec is invalid or a socket
 // cannot be created (no CAP_NET_RAW for icmp, no CAP_NET_ADMIN for
-// SO_MARK).
+// SO_MARK). A Spec whose icmp targets mix IPv4 and IPv6 is invalid: run
+// one prober per family (see Family).
+//
+// icmp probes go out of one raw socket per Run and family: ip4:icmp for
+// IPv4 targets, ip6:ipv6-icmp for IPv6 ones, both for a Run that probes
+// the gateway (whose family may change; when the kernel has no IPv6, such
+// a Run pings IPv4 gateways only and fails the rounds of an IPv6 one).
+// Each Run has its own echo identifier, and the kernel delivers it only
+// echo replies carrying it.
 //
 // A round starts every spec.Interval, or every Interval/4 (at least 10ms)
 // while the last judged round was not good, so that a failure is
@@ -35,7 +44,7 @@ const eventBuffer = 64
 // stops reading holds back new rounds rather than losing reports.
 //
 // Sockets belong to the network namespace of the thread that creates
-// them: the raw ICMP socket is opened by Run's caller, the tcp, http and
+// them: the raw ICMP sockets are opened by Run's caller, the tcp, http and
 // dns sockets by short-lived goroutines, one per probe. The process must
 // therefore be in the namespace the WANs live in.
 func Run(ctx context.Context, spec Spec, out chan<- Round) error {
@@ -65,7 +74,13 @@ func run(ctx context.Context, spec Spec, out chan<- Round, ns nsFunc) error {
 	events := make(chan event, eventBuffer)
 	var tr transport
 	if method == "icmp" {
-		tr, err = newICMPTransport(spec.Mark, events, ns)
+		// Listed targets are of one family; a gateway may be of either.
+		v4, v6 := true, true
+		if !targets[0].gateway {
+			v4 = targets[0].addr.Is4()
+			v6 = !v4
+		}
+		tr, err = newICMPTransport(spec.Mark, v4, v6, events, ns)
 	} else {
 		tr, err = newDialTransport(method, spec, events, ns)
 	}
@@ -131,6 +146,9 @@ func parseSpec(spec Spec) (string, []*target, error) {
 	if method == "" {
 		method = "icmp"
 	}
+	if !validMethod(method) {
+		return fail("unknown probe method %q (want %s)", method, strings.Join(methods, ", "))
+	}
 	if len(spec.Targets) == 0 {
 		if method != "icmp" {
 			return fail("a %s probe needs targets", method)
@@ -142,43 +160,100 @@ func parseSpec(spec Spec) (string, []*target, error) {
 	}
 	var targets []*target
 	for _, s := range spec.Targets {
-		t := &target{name: s}
-		switch method {
-		case "icmp":
-			a, err := netip.ParseAddr(s)
-			if err != nil || a.Zone() != "" {
-				return fail("icmp target %q is not an IP address", s)
+		t, err := parseTarget(method, s)
+		if err != nil {
+			return fail("%v", err)
+		}
+		if method == "icmp" {
+			// One raw socket per Run, of one family.
+			if len(targets) > 0 && t.addr.Is4() != targets[0].addr.Is4() {
+				return fail("%v", errMixed)
 			}
-			if a = a.Unmap(); !a.Is4() {
-				return fail("icmp target %s: only IPv4 targets can be pinged so far", s)
+			t.addr = probeAddr(t.addr, spec.Interface)
+			if needsZone(t.addr) {
+				return fail("icmp target %s is link-local: it needs the WAN's interface", s)
 			}
-			t.addr = a
-		case "tcp":
-			ap, err := netip.ParseAddrPort(s)
-			if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
-				return fail("tcp target %q is not an address:port", s)
-			}
-			t.ap = ap
-		case "dns":
-			if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
-				t.ap = netip.AddrPortFrom(a, 53)
-				break
-			}
-			ap, err := netip.ParseAddrPort(s)
-			if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
-				return fail("dns target %q is not an address or address:port", s)
-			}
-			t.ap = ap
-		case "http":
-			u, err := url.Parse(s)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return fail("http target %q is not an http:// or https:// URL", s)
-			}
-			t.url = s
-		default:
-			return fail("unknown probe method %q (want %s)", method, strings.Join([]string{"icmp", "tcp", "http", "dns"}, ", "))
 		}
 		targets = append(targets, t)
 	}
 	return method, targets, nil
+}
+
+var methods = []string{"icmp", "tcp", "http", "dns"}
+
+func validMethod(m string) bool { return slices.Contains(methods, m) }
+
+// parseTarget parses one target of method as written in Spec.Targets.
+// A link-local icmp target is returned without its zone, which comes from
+// Spec.Interface.
+func parseTarget(method, s string) (*target, error) {
+	t := &target{name: s}
+	switch method {
+	case "icmp":
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("icmp target %q is not an IP address", s)
+		}
+		if a.Zone() != "" {
+			return nil, fmt.Errorf("icmp target %q has a zone: a link-local target's zone is the WAN's interface", s)
+		}
+		a = a.Unmap()
+		// Echo replies to a multicast or unspecified address would come
+		// from other addresses, and match nothing.
+		if a.Is6() && (a.IsMulticast() || a.IsUnspecified()) {
+			return nil, fmt.Errorf("icmp target %s is not a unicast address", s)
+		}
+		t.addr = a
+	case "tcp":
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
+			return nil, fmt.Errorf("tcp target %q is not an address:port", s)
+		}
+		t.ap = ap
+	case "dns":
+		if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+			t.ap = netip.AddrPortFrom(a, 53)
+			break
+		}
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
+			return nil, fmt.Errorf("dns target %q is not an address or address:port", s)
+		}
+		t.ap = ap
+	case "http":
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("http target %q is not an http:// or https:// URL", s)
+		}
+		t.url = s
+		// http://[2001:db8::1]:8080/ has an address; http://example.com/
+		// a name, resolved at every probe.
+		if a, err := netip.ParseAddr(u.Hostname()); err == nil {
+			t.host = a
+		}
+	default:
+		return nil, fmt.Errorf("unknown probe method %q (want %s)", method, strings.Join(methods, ", "))
+	}
+	return t, nil
+}
+
+// probeAddr is a, as an icmp probe is sent to it and its reply must come
+// from it: IPv4 if it is IPv4-mapped; with iface as its zone if it is a
+// link-local IPv6 address (with the zone it has when iface is empty);
+// without a zone otherwise.
+func probeAddr(a netip.Addr, iface string) netip.Addr {
+	a = a.Unmap()
+	if !a.Is6() || !a.IsLinkLocalUnicast() {
+		return a.WithZone("")
+	}
+	if iface != "" {
+		return a.WithZone(iface)
+	}
+	return a
+}
+
+// needsZone reports a link-local IPv6 address without the zone that says
+// which link it is on: it cannot be probed.
+func needsZone(a netip.Addr) bool {
+	return a.Is6() && a.IsLinkLocalUnicast() && a.Zone() == ""
 }

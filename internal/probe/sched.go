@@ -22,12 +22,14 @@ const (
 type target struct {
 	// name is Result.Target.
 	name string
-	// addr is where icmp probes go (and whence replies must come).
+	// addr is where icmp probes go (and whence replies must come), with
+	// the zone of the WAN's interface if it is link-local.
 	addr netip.Addr
 	// ap is the tcp or dns endpoint.
 	ap netip.AddrPort
-	// url is the http target.
-	url string
+	// url is the http target; host is its host when that is an address.
+	url  string
+	host netip.Addr
 	// gateway: addr is refreshed from Spec.Gateway every round.
 	gateway bool
 	est     rttEstimator
@@ -62,7 +64,11 @@ type flight struct {
 	// round's results belong to the consumer once delivered.
 	name string
 	// addr is the address probed (icmp: the only accepted reply source).
-	addr    netip.Addr
+	addr netip.Addr
+	// from, when valid, is addr as the transport sees reply sources: a
+	// link-local address with its zone as an interface index rather than
+	// a name. The transport sets it when it sends.
+	from    netip.Addr
 	sent    time.Time
 	expires time.Time
 }
@@ -100,7 +106,9 @@ type scheduler struct {
 	wan     string
 	targets []*target
 	gateway func() netip.Addr
-	tr      transport
+	// iface is the zone of a link-local gateway.
+	iface string
+	tr    transport
 	// clock gives each probe its send time (time.Now; tests fake it).
 	clock                  func() time.Time
 	interval, fastInterval time.Duration
@@ -136,6 +144,7 @@ func newScheduler(spec Spec, targets []*target, tr transport, now time.Time) *sc
 		wan:          spec.WAN,
 		targets:      targets,
 		gateway:      spec.Gateway,
+		iface:        spec.Interface,
 		tr:           tr,
 		clock:        time.Now,
 		interval:     spec.Interval,
@@ -217,7 +226,7 @@ func (s *scheduler) startRound(now time.Time) {
 	ests := make([]*rttEstimator, 0, n)
 	for i, t := range s.targets {
 		if t.gateway {
-			a := s.gateway().Unmap()
+			a := probeAddr(s.gateway(), s.iface)
 			if a != t.addr {
 				// Another gateway is another path: its RTT is unknown.
 				t.addr, t.est = a, rttEstimator{}
@@ -226,10 +235,10 @@ func (s *scheduler) startRound(now time.Time) {
 					t.name = a.String()
 				}
 			}
-			if !a.IsValid() || !a.Is4() {
+			if !a.IsValid() || needsZone(a) {
 				r.results[i] = Result{Target: t.name, Err: "no gateway"}
 				if a.IsValid() {
-					r.results[i].Err = "no IPv4 gateway"
+					r.results[i].Err = "link-local gateway and no interface"
 				}
 				r.done[i] = true
 				continue
@@ -327,6 +336,14 @@ func (s *scheduler) lookupSeq(seq uint16) *flight {
 	return s.flights[last-back]
 }
 
+// replySource is the only source an echo reply to f may come from.
+func (f *flight) replySource() netip.Addr {
+	if f.from.IsValid() {
+		return f.from
+	}
+	return f.addr
+}
+
 // handle takes one answer. Anything that does not match a flight in
 // flight (unknown, expired or already answered probe, wrong source) is
 // ignored.
@@ -334,7 +351,7 @@ func (s *scheduler) handle(ev event) {
 	var f *flight
 	if ev.icmp {
 		f = s.lookupSeq(ev.seq)
-		if f == nil || f.addr != ev.src {
+		if f == nil || f.replySource() != ev.src {
 			return
 		}
 	} else {

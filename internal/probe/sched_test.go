@@ -323,12 +323,38 @@ func TestGatewayTarget(t *testing.T) {
 	if ts.tr.sent[1].addr != gw {
 		t.Fatalf("probed %v, want the new gateway", ts.tr.sent[1].addr)
 	}
+	// An IPv6 gateway is probed like an IPv4 one; a link-local one needs
+	// the WAN's interface as its zone.
 	gw = netip.MustParseAddr("2001:db8::1")
 	ts.at(1125 * ms)
-	ts.at(1150 * ms)
-	out = ts.take()
-	if last := out[len(out)-1]; last.Results[0].Err != "no IPv4 gateway" {
+	if f := ts.tr.sent[len(ts.tr.sent)-1]; f.addr != gw || ts.s.targets[0].name != "2001:db8::1" {
+		t.Fatalf("IPv6 gateway: probed %v as %q", f.addr, ts.s.targets[0].name)
+	}
+	ts.reply(len(ts.tr.sent)-1, 1127*ms)
+	if out := ts.take(); len(out) == 0 || out[len(out)-1].Results[0] != (Result{Target: "2001:db8::1", OK: true, RTT: 2 * ms}) {
 		t.Fatalf("IPv6 gateway: %s", describeRounds(out))
+	}
+	gw = netip.MustParseAddr("fe80::1")
+	ts.at(1225 * ms)
+	ts.at(1300 * ms)
+	out = ts.take()
+	if last := out[len(out)-1]; last.Results[0] != (Result{Target: "fe80::1", Err: "link-local gateway and no interface"}) {
+		t.Fatalf("link-local gateway without interface: %s", describeRounds(out))
+	}
+	ts.s.iface = "wan0"
+	n := len(ts.tr.sent)
+	ts.at(1400 * ms)
+	if len(ts.tr.sent) != n+1 || ts.tr.sent[n].addr != gw.WithZone("wan0") || ts.s.targets[0].name != "fe80::1%wan0" {
+		t.Fatalf("link-local gateway: probed %v", ts.tr.sent[n:])
+	}
+	// A zone from Gateway gives way to the WAN's interface; a global
+	// address loses its zone.
+	gw = netip.MustParseAddr("fe80::1%other")
+	ts.at(1500 * ms)
+	gw = netip.MustParseAddr("2001:db8::1%wan0")
+	ts.at(1600 * ms)
+	if a, b := ts.tr.sent[n+1].addr, ts.tr.sent[n+2].addr; a != netip.MustParseAddr("fe80::1%wan0") || b != netip.MustParseAddr("2001:db8::1") {
+		t.Fatalf("zones: probed %v and %v", a, b)
 	}
 }
 
