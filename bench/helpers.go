@@ -154,11 +154,6 @@ func iperfServer(l *lab.Lab) (*lab.Proc, error) {
 // iperfResult is what the benchmarks read of iperf3 -J.
 type iperfResult struct {
 	End struct {
-		Sum struct {
-			Seconds     float64 `json:"seconds"`
-			Packets     int64   `json:"packets"`
-			LostPackets int64   `json:"lost_packets"`
-		} `json:"sum"`
 		SumReceived struct {
 			Seconds       float64 `json:"seconds"`
 			BitsPerSecond float64 `json:"bits_per_second"`

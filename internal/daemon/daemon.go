@@ -309,15 +309,17 @@ func (d *Daemon) reconcile(ctx context.Context, repair bool, why string, trs []h
 	}
 	desired := plan.Plan(d.cfg, d.health(), d.links, d.override)
 	text := desired.String()
-	if text == d.text && !repair {
-		d.runHooks(trs, nil)
-		return nil
+	var took time.Duration
+	if text != d.text || repair {
+		if err := d.opt.Kernel.Apply(ctx, desired, d.log); err != nil {
+			return err
+		}
+		took = d.opt.Now().Sub(decided)
+		d.compactDue = true
 	}
-	if err := d.opt.Kernel.Apply(ctx, desired, d.log); err != nil {
-		return err
-	}
-	took := d.opt.Now().Sub(decided)
-	d.compactDue = true
+	// Even when the kernel needs nothing new (a backup WAN that carries no
+	// policy went down), the decision changed: its connections are cleaned
+	// up, and status reports what was decided.
 	old := d.applied
 	d.applied, d.text = desired, text
 	d.cleanFlows(old, desired)

@@ -295,3 +295,24 @@ func TestRandomOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestBackupDownIsCleaned: a WAN that carries no new connections (a backup)
+// going down changes nothing in the kernel, yet its connections (inbound
+// ones, say) are deleted and status shows it down.
+func TestBackupDownIsCleaned(t *testing.T) {
+	h := newHarness(t)
+	h.rounds("isp1", true, 3)
+	h.rounds("isp2", true, 3)
+	applies := h.k.applies
+	h.rounds("isp2", false, 3)
+	if h.k.applies != applies {
+		t.Errorf("the kernel was rewritten although the plan did not change")
+	}
+	m2 := h.k.applied.Marks["isp2"]
+	if want := (deletion{m2, h.k.applied.IDMask}); len(h.flows.deleted) != 1 || h.flows.deleted[0] != want {
+		t.Fatalf("deleted %v, want %v", h.flows.deleted, want)
+	}
+	if st := h.d.Status(); st.WANs[1].State != "down" {
+		t.Fatalf("status %+v", st.WANs[1])
+	}
+}

@@ -15,8 +15,8 @@
 // the bad-round streak: a slow path is degraded, not down.
 //
 // Carrier loss takes a WAN down at once; while the carrier is gone rounds
-// are ignored (they could only fail). When it returns the WAN is unknown
-// and the probes decide again from empty streaks. The quality window keeps
+// are ignored (they could only fail). When it returns the WAN stays down and
+// the probes decide again from empty streaks. The quality window keeps
 // its rounds: a line that was lossy before a blink is likely lossy after.
 //
 // # Degraded
@@ -219,12 +219,12 @@ func (t *Tracker) Carrier(up bool, now time.Time) (Transition, bool) {
 		}
 		return t.move(plan.StateDown, now, "carrier lost")
 	}
-	if _, damped := t.need(now); damped {
-		// A flapping link stays down until its probes pass the damped
-		// test; going unknown would offer it traffic at every blink.
-		return Transition{}, false
-	}
-	return t.move(plan.StateUnknown, now, "carrier back")
+	// The WAN stays down until its probes pass (Up good rounds, more when
+	// damped): offering it traffic the moment its carrier returns would
+	// make every blink of a flapping link a switch. The return counts as a
+	// recovery for flap damping: a link whose carrier blinks is flapping.
+	t.recoveries = append(t.recoveries, now)
+	return Transition{}, false
 }
 
 // move enters state to at now (or at Since, should the caller's clock step

@@ -240,10 +240,12 @@ func deposit(v, mask uint32) uint32 {
 }
 
 // choose decides which members of pol take new connections: the lowest tier
-// with an up member; failing that, the lowest with an unknown one (a WAN
-// that was just configured or whose probes have not finished a round yet);
-// failing that, the lowest with a degraded one. A usable override that is a
-// member wins outright.
+// with a member that is up or unknown (just started, its probes have not
+// finished their first rounds: presumed good, so that a restart does not
+// move traffic to a backup that happened to answer first); failing that,
+// the lowest with a degraded one. A usable override that is a member wins
+// outright. A WAN whose carrier returns is down, not unknown, until its
+// probes pass (internal/health).
 func (p *planner) choose(pol *config.Policy, wans map[string]*wanInfo, f fam) PolicyChoice {
 	c := PolicyChoice{Name: pol.Name, Sticky: pol.Sticky}
 	if p.override != "" {
@@ -254,10 +256,11 @@ func (p *planner) choose(pol *config.Policy, wans map[string]*wanInfo, f fam) Po
 			}
 		}
 	}
-	for _, class := range []State{StateUp, StateUnknown, StateDegraded} {
+	for _, class := range [][]State{{StateUp, StateUnknown}, {StateDegraded}} {
+		in := func(w *wanInfo) bool { return slices.Contains(class, w.state[f]) }
 		tier := 0
 		for _, m := range pol.Members {
-			if wans[m.WAN].state[f] == class && (tier == 0 || m.Tier < tier) {
+			if in(wans[m.WAN]) && (tier == 0 || m.Tier < tier) {
 				tier = m.Tier
 			}
 		}
@@ -270,7 +273,7 @@ func (p *planner) choose(pol *config.Policy, wans map[string]*wanInfo, f fam) Po
 				continue
 			}
 			c.Tier = append(c.Tier, Share{WAN: m.WAN, Weight: m.Weight})
-			if wans[m.WAN].state[f] == class {
+			if in(wans[m.WAN]) {
 				c.Active = append(c.Active, Share{WAN: m.WAN, Weight: m.Weight})
 				total += m.Weight
 			}

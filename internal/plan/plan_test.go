@@ -317,7 +317,8 @@ func TestTierPreference(t *testing.T) {
 	}{
 		{Health{"isp1": StateUp, "isp2": StateUp}, "isp1"},
 		{Health{"isp1": StateDegraded, "isp2": StateUp}, "isp2"},
-		{Health{"isp1": StateUnknown, "isp2": StateUp}, "isp2"},
+		{Health{"isp1": StateUnknown, "isp2": StateUp}, "isp1"},
+		{Health{"isp1": StateUnknown, "isp2": StateUnknown}, "isp1"},
 		{Health{"isp1": StateDegraded, "isp2": StateDown}, "isp1"},
 		{Health{"isp1": StateDown, "isp2": StateDegraded}, "isp2"},
 		{Health{}, "isp1"}, // nothing known yet: keep the preferred tier
