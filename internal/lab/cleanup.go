@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -92,9 +93,10 @@ func handleSignals(sigc <-chan os.Signal, stop <-chan struct{}) {
 var staleRE = regexp.MustCompile(`^mwl(\d+)-\d+-`)
 
 // SweepStale deletes lab namespaces ("mwl<pid>-<seq>-...") left behind by
-// processes that no longer exist, killing any process still inside them.
-// Namespaces of running processes, including this one, are left alone. It
-// returns the names it deleted.
+// processes that no longer exist, killing any process still inside them,
+// and their lab directories in the temporary directory. Those of running
+// processes, including this one, are left alone. It returns the names of
+// the namespaces it deleted.
 func SweepStale() ([]string, error) {
 	out, err := runCmd(nil, "ip", "netns", "list")
 	if err != nil {
@@ -123,7 +125,37 @@ func SweepStale() ([]string, error) {
 		}
 		deleted = append(deleted, name)
 	}
+	if err := sweepStaleDirs(); err != nil {
+		errs = append(errs, err)
+	}
 	return deleted, errors.Join(errs...)
+}
+
+// sweepStaleDirs removes the lab directories ("mwl<pid>-<seq>-files-*" in
+// the temporary directory) of processes that no longer exist.
+func sweepStaleDirs() error {
+	dirs, err := filepath.Glob(filepath.Join(os.TempDir(), "mwl*-*-files-*"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, d := range dirs {
+		m := staleRE.FindStringSubmatch(filepath.Base(d))
+		if m == nil {
+			continue
+		}
+		pid, err := strconv.Atoi(m[1])
+		if err != nil || pid <= 0 || processAlive(pid) {
+			continue
+		}
+		if fi, err := os.Lstat(d); err != nil || !fi.IsDir() {
+			continue
+		}
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func processAlive(pid int) bool {

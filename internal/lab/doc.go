@@ -51,6 +51,35 @@
 // address 198.18.k.2 to the router's address on that ISP, without SNAT, the
 // way a consumer ISP box does port forwarding.
 //
+// With [Options].DHCP the router's WAN interfaces have no static IPv4
+// address: ISP k runs dnsmasq on "cust" (pool 192.0.2.10-30 + 64(k-1),
+// router option [ISPGateway](k), 2 minute leases) and the router runs one
+// dhclient per WAN, whose script (the lab's own, nothing of the distro's)
+// sets the address and "default via <gateway> dev wanK metric 100+k" in the
+// main table. Their configuration, leases and pid files live in a
+// directory of the lab's own under the temporary directory; nothing of the
+// host's (/etc/dnsmasq.conf, /etc/dhcp, /var/lib/dhcp, resolv.conf) is read
+// or written, and DNS is off. [Lab.SetDHCPPool] renumbers a WAN,
+// [Lab.DHCPLease] reads what the router has. With or without DHCP,
+// [Lab.DeleteWANLink], [Lab.RecreateWANLink] and [Lab.RenameWANLink] make
+// WAN links come and go.
+//
+// With [Options].IPv6 the lab is dual stack (all from 2001:db8::/32, DAD
+// off so addresses work at once):
+//
+//	internet  lo 2001:db8:ffff::10 (services), ::20, ::30 (ping), ::50
+//	          2001:db8:f0k::1/64 on the link to ISP k
+//	ISP k     2001:db8:f0k::2/64 on "up" (NAT66: masquerades IPv6 leaving it)
+//	          2001:db8:k::1/64 on "cust", routes to the LAN /64s via the router
+//	router    2001:db8:k::2/64 on wanK (static, also with DHCP), no IPv6
+//	          default route; lan1 2001:db8:100::1/64, lan2 2001:db8:200::1/64
+//	client    2001:db8:100::10/64 (+ ::11 .. ::20, deprecated so they are
+//	          used only when asked for), default via 2001:db8:100::1
+//	client2   2001:db8:200::10/64, default via 2001:db8:200::1
+//
+// Each ISP then has a second nft table, "ip6 isp", of the same shape as
+// "ip isp"; the fault controls act on both ([Lab.CutUpstreamFamily] on one).
+//
 // The internet namespace serves HTTP on port 80 (see [Lab.ServeWhoami] for
 // the endpoints) and a UDP echo on port 7000 on all of its addresses. These
 // servers run inside the test process: sockets are created in the namespace

@@ -48,7 +48,8 @@ func (l *Lab) WaitFor(ctx context.Context, cond func() error) error {
 
 // Curl runs curl in namespace ns and returns the trimmed response body.
 // curl's --max-time is derived from ctx (10s without a deadline) and any
-// proxy settings are ignored. extraArgs go before the URL. A failure
+// proxy settings are ignored. extraArgs go before the URL; IPv6 literals
+// work as usual ("http://[2001:db8:ffff::10]/"). A failure
 // reported by curl is an error that includes curl's stderr; an HTTP error
 // status is not, unless extraArgs contain --fail.
 func (l *Lab) Curl(ctx context.Context, ns, url string, extraArgs ...string) (string, error) {
@@ -60,6 +61,10 @@ func (l *Lab) Curl(ctx context.Context, ns, url string, extraArgs ...string) (st
 	maxTime := max(time.Until(dl)-100*time.Millisecond, 100*time.Millisecond)
 	argv := []string{"curl", "-sS", "--noproxy", "*",
 		"--max-time", strconv.FormatFloat(maxTime.Seconds(), 'f', 3, 64)}
+	if strings.Contains(url, "://[") {
+		// An IPv6 literal, not one of curl's [a-b] URL globs.
+		argv = append(argv, "--globoff")
+	}
 	argv = append(argv, extraArgs...)
 	argv = append(argv, url)
 	var stdout, stderr bytes.Buffer
@@ -69,24 +74,32 @@ func (l *Lab) Curl(ctx context.Context, ns, url string, extraArgs ...string) (st
 	return strings.TrimSpace(stdout.String()), nil
 }
 
-// UDPEcho sends one datagram to dst ("ip:port") from a socket created in
-// namespace ns, bound to srcAddr ("" for any, "ip" or "ip:port"), and
-// returns the first reply that comes from dst, trimmed. It gives up when
-// ctx ends (3s without a deadline).
+// UDPEcho sends one datagram to dst ("ip:port", or "[ipv6]:port") from a
+// socket created in namespace ns, bound to srcAddr ("" for any, "ip" or
+// "ip:port"), and returns the first reply that comes from dst, trimmed. It
+// gives up when ctx ends (3s without a deadline).
 func (l *Lab) UDPEcho(ctx context.Context, ns, srcAddr, dst string) (string, error) {
 	ctx, cancel := withDefaultTimeout(ctx, defaultProbe)
 	defer cancel()
-	raddr, err := net.ResolveUDPAddr("udp4", dst)
+	host, _, err := net.SplitHostPort(dst)
+	if err != nil {
+		return "", err
+	}
+	network, anyAddr := "udp4", "0.0.0.0"
+	if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+		network, anyAddr = "udp6", "::"
+	}
+	raddr, err := net.ResolveUDPAddr(network, dst)
 	if err != nil {
 		return "", err
 	}
 	laddr := srcAddr
 	if laddr == "" {
-		laddr = "0.0.0.0:0"
+		laddr = net.JoinHostPort(anyAddr, "0")
 	} else if _, _, err := net.SplitHostPort(laddr); err != nil {
 		laddr = net.JoinHostPort(laddr, "0")
 	}
-	pc, err := l.listenPacket(ns, "udp4", laddr)
+	pc, err := l.listenPacket(ns, network, laddr)
 	if err != nil {
 		return "", err
 	}
@@ -112,21 +125,29 @@ func (l *Lab) UDPEcho(ctx context.Context, ns, srcAddr, dst string) (string, err
 	return "", fmt.Errorf("lab: udp echo %s in %s: no reply from %s", dst, ns, dst)
 }
 
-// Ping sends ICMP echo requests from namespace ns to dst (an IPv4 address)
-// every 200ms until one is answered or ctx ends (3s without a deadline).
-// src, if not "", is the local address to send from, like ping -I. It
-// exists because the lab must not depend on a ping binary being installed.
+// Ping sends ICMP echo requests from namespace ns to dst (an IPv4 or IPv6
+// address) every 200ms until one is answered or ctx ends (3s without a
+// deadline). src, if not "", is the local address to send from, like
+// ping -I. It exists because the lab must not depend on a ping binary
+// being installed.
 func (l *Lab) Ping(ctx context.Context, ns, src, dst string) error {
 	ctx, cancel := withDefaultTimeout(ctx, defaultProbe)
 	defer cancel()
-	dip := net.ParseIP(dst).To4()
+	dip := net.ParseIP(dst)
 	if dip == nil {
-		return fmt.Errorf("lab: ping: bad IPv4 address %q", dst)
+		return fmt.Errorf("lab: ping: bad IP address %q", dst)
+	}
+	network, anyAddr, reqType, replyType := "ip4:icmp", "0.0.0.0", byte(8), byte(0)
+	if v4 := dip.To4(); v4 != nil {
+		dip = v4
+	} else {
+		// The kernel fills in the checksum of ICMPv6 raw sockets.
+		network, anyAddr, reqType, replyType = "ip6:ipv6-icmp", "::", 128, 129
 	}
 	if src == "" {
-		src = "0.0.0.0"
+		src = anyAddr
 	}
-	pc, err := l.listenPacket(ns, "ip4:icmp", src)
+	pc, err := l.listenPacket(ns, network, src)
 	if err != nil {
 		return err
 	}
@@ -140,7 +161,7 @@ func (l *Lab) Ping(ctx context.Context, ns, src, dst string) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("lab: ping %s from %s in %s: no reply: %w", dst, src, ns, ctx.Err())
 		}
-		if _, err := pc.WriteTo(echoRequest(id, seq), &net.IPAddr{IP: dip}); err != nil {
+		if _, err := pc.WriteTo(echoRequest(reqType, id, seq), &net.IPAddr{IP: dip}); err != nil {
 			// e.g. "network is unreachable": the answer is no, for now.
 			select {
 			case <-ctx.Done():
@@ -156,7 +177,7 @@ func (l *Lab) Ping(ctx context.Context, ns, src, dst string) error {
 			if err != nil {
 				break
 			}
-			if isEchoReply(buf[:n], id) && from.(*net.IPAddr).IP.Equal(dip) {
+			if isEchoReply(buf[:n], replyType, id) && from.(*net.IPAddr).IP.Equal(dip) {
 				return nil
 			}
 		}
@@ -170,18 +191,22 @@ func earliest(ctx context.Context, t time.Time) time.Time {
 	return t
 }
 
-func echoRequest(id, seq uint16) []byte {
+// echoRequest builds an ICMP (type 8) or ICMPv6 (type 128) echo request.
+// ICMPv6 leaves the checksum 0: the kernel computes it for raw sockets.
+func echoRequest(typ byte, id, seq uint16) []byte {
 	b := make([]byte, 16)
-	b[0] = 8 // echo request
+	b[0] = typ
 	binary.BigEndian.PutUint16(b[4:], id)
 	binary.BigEndian.PutUint16(b[6:], seq)
 	copy(b[8:], "mwlab\x00\x00\x00")
-	binary.BigEndian.PutUint16(b[2:], icmpChecksum(b))
+	if typ == 8 {
+		binary.BigEndian.PutUint16(b[2:], icmpChecksum(b))
+	}
 	return b
 }
 
-func isEchoReply(b []byte, id uint16) bool {
-	return len(b) >= 8 && b[0] == 0 && b[1] == 0 && binary.BigEndian.Uint16(b[4:]) == id
+func isEchoReply(b []byte, typ byte, id uint16) bool {
+	return len(b) >= 8 && b[0] == typ && b[1] == 0 && binary.BigEndian.Uint16(b[4:]) == id
 }
 
 func icmpChecksum(b []byte) uint16 {

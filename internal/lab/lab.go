@@ -29,20 +29,45 @@ type Options struct {
 	// Logf receives lab events and the output of processes started with
 	// [Lab.Start]. Nil discards them.
 	Logf func(format string, args ...any)
+	// DHCP gives the router's WAN interfaces no static IPv4 address:
+	// each ISP runs a DHCP server (dnsmasq) on its link to the router and
+	// the router runs one DHCP client (dhclient) per WAN interface, which
+	// sets the address and a default route via the ISP's gateway in the
+	// main table (metric 100+k). [New] returns once every WAN has a lease.
+	// See [Lab.DHCPLease] and [Lab.SetDHCPPool].
+	DHCP bool
+	// IPv6 makes the lab dual stack, with addresses from 2001:db8::/32
+	// (see [ServiceAddr6], [WANAddr6], [ClientAddr6]): static addresses
+	// everywhere (also with DHCP), ISPs that forward and masquerade IPv6,
+	// IPv6 services in the internet namespace, and no IPv6 default route
+	// on the router.
+	IPv6 bool
 }
 
 // Lab is a running test network. All methods are safe for concurrent use.
 type Lab struct {
 	prefix string
 	isps   int
+	dhcp   bool
+	ipv6   bool
 	logf   func(format string, args ...any)
 	quiet  atomic.Bool // set once Close finished: t.Logf panics after a test ends
+
+	// dyn serializes the operations that change WAN links and DHCP
+	// (SetDHCPPool, DeleteWANLink, RecreateWANLink, RenameWANLink).
+	dyn  sync.Mutex
+	wans [MaxISPs + 1]wanState // by ISP number; guarded by dyn
+
+	// dir holds the lab's files (DHCP scripts, leases, pid files); it is
+	// created by New when needed and removed by Close.
+	dir string
 
 	mu      sync.Mutex
 	closed  bool
 	created []string // real namespace names, in creation order
 	procs   []*Proc
 	closers []io.Closer
+	names   [MaxISPs + 1]string // current names of the router's WAN interfaces
 
 	closeOnce sync.Once
 	closeErr  error
@@ -62,7 +87,14 @@ func New(opts Options) (*Lab, error) {
 	l := &Lab{
 		prefix: fmt.Sprintf("mwl%d-%d-", os.Getpid(), labSeq.Add(1)),
 		isps:   isps,
+		dhcp:   opts.DHCP,
+		ipv6:   opts.IPv6,
 		logf:   opts.Logf,
+	}
+	for k := 1; k <= isps; k++ {
+		l.names[k] = WANIface(k)
+		l.wans[k].ispAddrs = []string{ISPGateway(k)}
+		l.wans[k].pool = dhcpPool{first: DHCPPoolFirst(k), last: DHCPPoolLast(k), gateway: ISPGateway(k)}
 	}
 	// Register before the first namespace exists so a signal arriving in
 	// the middle of setup still cleans up.
@@ -70,14 +102,63 @@ func New(opts Options) (*Lab, error) {
 		return nil, err
 	}
 	start := time.Now()
-	if err := l.build(); err != nil {
+	if err := l.setup(); err != nil {
 		if cerr := l.Close(); cerr != nil {
 			err = errors.Join(err, cerr)
 		}
 		return nil, fmt.Errorf("lab: setup: %w", err)
 	}
-	l.log("lab %s up with %d ISPs in %v", l.prefix, isps, time.Since(start).Round(time.Millisecond))
+	l.log("lab %s up with %d ISPs%s in %v", l.prefix, isps, l.features(), time.Since(start).Round(time.Millisecond))
 	return l, nil
+}
+
+// setup builds the topology and, with DHCP, starts the DHCP servers and
+// clients and waits for every lease.
+func (l *Lab) setup() error {
+	if l.dhcp {
+		if err := l.makeDir(); err != nil {
+			return err
+		}
+	}
+	if err := l.build(); err != nil {
+		return err
+	}
+	if l.dhcp {
+		return l.startDHCP()
+	}
+	return nil
+}
+
+// makeDir creates the lab's directory. Its name starts with the lab's
+// prefix so that SweepStale can recognise the leftovers of a killed
+// process. It is created under l.mu so a concurrent Close either removes
+// it or makes this fail.
+func (l *Lab) makeDir() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return errors.New("lab: closed")
+	}
+	dir, err := os.MkdirTemp("", l.prefix+"files-")
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	l.dir = dir
+	return nil
+}
+
+func (l *Lab) features() string {
+	var f []string
+	if l.dhcp {
+		f = append(f, "DHCP")
+	}
+	if l.ipv6 {
+		f = append(f, "IPv6")
+	}
+	if len(f) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(f, ", ") + ")"
 }
 
 // TB is the subset of testing.TB that [NewForTest] needs; it keeps the
@@ -232,7 +313,7 @@ func (l *Lab) Close() error {
 func (l *Lab) close() error {
 	l.mu.Lock()
 	l.closed = true
-	procs, closers, nss := l.procs, l.closers, l.created
+	procs, closers, nss, dir := l.procs, l.closers, l.created, l.dir
 	l.procs, l.closers, l.created = nil, nil, nil
 	l.mu.Unlock()
 	defer unregister(l)
@@ -249,6 +330,12 @@ func (l *Lab) close() error {
 	for _, ns := range nss {
 		killNSProcs(ns)
 		if _, err := runCmd(nil, "ip", "netns", "del", ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Files last: every process that could write them is gone by now.
+	if dir != "" {
+		if err := os.RemoveAll(dir); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -308,6 +395,16 @@ func (l *Lab) ip(ns string, args ...string) error {
 	}
 	_, err = runCmd(nil, "ip", append([]string{"-n", r}, args...)...)
 	return err
+}
+
+// ipOut runs "ip -n <ns> args..." in lab namespace ns and returns its
+// stdout.
+func (l *Lab) ipOut(ns string, args ...string) ([]byte, error) {
+	r, err := l.real(ns)
+	if err != nil {
+		return nil, err
+	}
+	return runCmd(nil, "ip", append([]string{"-n", r}, args...)...)
 }
 
 // ipBatch runs several ip commands in lab namespace ns with one process;

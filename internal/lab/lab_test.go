@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -469,10 +471,11 @@ func TestHelperLabProcess(t *testing.T) {
 	if os.Getenv("MULTIWAN_LAB_HELPER") != "1" {
 		t.Skip("helper process for TestSignalCleanup")
 	}
-	l, err := New(Options{})
+	l, err := New(Options{DHCP: os.Getenv("MULTIWAN_LAB_HELPER_DHCP") == "1"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	fmt.Printf("DIR=%s\n", l.dir)
 	fmt.Printf("PREFIX=%s\n", l.Prefix())
 	time.Sleep(30 * time.Second)
 	l.Close()
@@ -543,6 +546,562 @@ func TestSignalCleanup(t *testing.T) {
 			}
 			if got := netnsWithPrefix(t, prefix); len(got) != 0 {
 				t.Errorf("namespaces left after %v: %v", sig, got)
+			}
+		})
+	}
+}
+
+// requireDHCP is requireE2E plus the DHCP server and client.
+func requireDHCP(t *testing.T) {
+	t.Helper()
+	requireE2E(t)
+	for _, tool := range []string{"dnsmasq", "dhclient"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("DHCP lab tests need %s: %v", tool, err)
+		}
+	}
+}
+
+// TestAddressPlan6 needs no privileges.
+func TestAddressPlan6(t *testing.T) {
+	for k, want := range map[int][5]string{
+		1: {"2001:db8:1::1", "2001:db8:1::2", "2001:db8:1::/64", "2001:db8:f01::2", "2001:db8:f01::1"},
+		3: {"2001:db8:3::1", "2001:db8:3::2", "2001:db8:3::/64", "2001:db8:f03::2", "2001:db8:f03::1"},
+	} {
+		got := [5]string{ISPGateway6(k), WANAddr6(k), WANSubnet6(k), ISPPublicAddr6(k), InternetPeerAddr6(k)}
+		if got != want {
+			t.Errorf("ISP %d: got %v, want %v", k, got, want)
+		}
+	}
+	if a, b := ClientExtraAddr6(1), ClientExtraAddr6(ClientExtraAddrs6); a != "2001:db8:100::11" || b != "2001:db8:100::20" {
+		t.Errorf("client IPv6 extras %s..%s", a, b)
+	}
+	doc := netip.MustParsePrefix("2001:db8::/32")
+	for _, a := range append(internetAddrs6(MaxISPs), ClientAddr6, Client2Addr6, LAN1Addr6, LAN2Addr6) {
+		if !doc.Contains(netip.MustParseAddr(a)) {
+			t.Errorf("%s outside 2001:db8::/32", a)
+		}
+	}
+	for k := 1; k <= MaxISPs; k++ {
+		subnet := netip.MustParsePrefix(WANSubnet(k))
+		for _, a := range []string{DHCPPoolFirst(k), DHCPPoolLast(k)} {
+			if !subnet.Contains(netip.MustParseAddr(a)) {
+				t.Errorf("DHCP pool address %s outside %s", a, subnet)
+			}
+		}
+	}
+	// ICMPv6 echo: the kernel computes the checksum, the lab only the type.
+	if b := echoRequest(128, 7, 1); b[0] != 128 || b[2] != 0 || b[3] != 0 {
+		t.Errorf("ICMPv6 echo request %x", b)
+	}
+}
+
+// routerLease checks the lease on WAN k: an address in the pool, default
+// route via gateway in the main table with metric 100+k.
+func checkLease(t *testing.T, l *Lab, k int, first, last, gateway string) string {
+	t.Helper()
+	addr, gw, err := l.DHCPLease(k)
+	if err != nil {
+		t.Fatalf("DHCPLease(%d): %v", k, err)
+	}
+	ip := netip.MustParseAddr(addr)
+	if !netip.MustParsePrefix(WANSubnet(k)).Contains(ip) || ip.Less(netip.MustParseAddr(first)) || netip.MustParseAddr(last).Less(ip) {
+		t.Errorf("wan%d lease %s, want %s..%s", k, addr, first, last)
+	}
+	if gw != gateway {
+		t.Errorf("wan%d gateway %s, want %s", k, gw, gateway)
+	}
+	name := l.WANName(k)
+	routes := mustExec(t, l, NSRouter, "ip", "-4", "route", "show", "table", "main", "default")
+	if want := fmt.Sprintf("default via %s dev %s metric %d", gateway, name, 100+k); !strings.Contains(routes, want) {
+		t.Errorf("main table has no %q:\n%s", want, routes)
+	}
+	addrs := mustExec(t, l, NSRouter, "ip", "-4", "-o", "addr", "show", "dev", name)
+	if strings.Count(addrs, " inet ") != 1 || !strings.Contains(addrs, " inet "+addr+"/26 ") {
+		t.Errorf("%s addresses, want only %s/26:\n%s", name, addr, addrs)
+	}
+	return addr
+}
+
+func TestDHCP(t *testing.T) {
+	requireDHCP(t)
+	start := time.Now()
+	l := NewForTest(t, Options{DHCP: true})
+	t.Logf("lab with DHCP leases on both WANs up in %v", time.Since(start).Round(time.Millisecond))
+
+	for k := 1; k <= 2; k++ {
+		checkLease(t, l, k, DHCPPoolFirst(k), DHCPPoolLast(k), ISPGateway(k))
+	}
+	// The main table's defaults: wan1 (metric 101) wins, like two DHCP
+	// clients on one box.
+	wantCurl(t, l, NSRouter, "http://"+ServiceAddr+"/", ISPPublicAddr(1))
+	mustExec(t, l, NSRouter, "ip", "route", "add", ProbeAddr2+"/32", "via", ISPGateway(2))
+	probe2 := func() error {
+		got, err := l.Curl(ctxFor(t, 2*time.Second), NSRouter, "http://"+ProbeAddr2+"/")
+		if err == nil && got != ISPPublicAddr(2) {
+			err = fmt.Errorf("seen as %s", got)
+		}
+		return err
+	}
+	if err := probe2(); err != nil {
+		t.Fatalf("via wan2: %v", err)
+	}
+	// Port forwards follow the lease.
+	if _, err := l.ServeWhoami(NSRouter, ":8080"); err != nil {
+		t.Fatal(err)
+	}
+	wantCurl(t, l, NSInternet, "http://198.18.1.2:8080/", InternetPeerAddr(1))
+	if _, _, err := l.DHCPLease(3); err == nil {
+		t.Error("DHCPLease(3) in a 2-ISP lab")
+	}
+
+	t.Run("SetDHCPPool", func(t *testing.T) {
+		for _, bad := range [][2]string{
+			{"198.51.100.40", "192.0.2.33"}, {"192.0.2.40", "192.0.2.64"}, {"192.0.2.0", "192.0.2.33"},
+			{"192.0.2.33", "192.0.2.33"}, {"192.0.2.1", "192.0.2.33"}, {"nonsense", "192.0.2.33"},
+		} {
+			if err := l.SetDHCPPool(1, bad[0], bad[1]); err == nil {
+				t.Errorf("SetDHCPPool(1, %s, %s) accepted", bad[0], bad[1])
+			}
+		}
+		if err := l.SetDHCPPool(3, "192.0.2.170", "192.0.2.161"); err == nil {
+			t.Error("SetDHCPPool(3) accepted in a 2-ISP lab")
+		}
+		lease2, _, _ := l.DHCPLease(2)
+		start := time.Now()
+		if err := l.SetDHCPPool(1, "192.0.2.40", "192.0.2.33"); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("new lease on wan1 in %v", time.Since(start).Round(time.Millisecond))
+		checkLease(t, l, 1, "192.0.2.40", "192.0.2.40", "192.0.2.33")
+		if cust := mustExec(t, l, "isp1", "ip", "-4", "-o", "addr", "show", "dev", "cust"); !strings.Contains(cust, " 192.0.2.1/26 ") || !strings.Contains(cust, " 192.0.2.33/26 ") {
+			t.Errorf("isp1 must keep its old gateway address and have the new one:\n%s", cust)
+		}
+		wantCurl(t, l, NSRouter, "http://"+ServiceAddr+"/", ISPPublicAddr(1))
+		wantCurl(t, l, NSInternet, "http://198.18.1.2:8080/", InternetPeerAddr(1))
+		if got, _, _ := l.DHCPLease(2); got != lease2 {
+			t.Errorf("wan2 lease changed from %s to %s", lease2, got)
+		}
+		// Once more, back to the first gateway: repeated renumbering works.
+		if err := l.SetDHCPPool(1, "192.0.2.41", ISPGateway(1)); err != nil {
+			t.Fatal(err)
+		}
+		checkLease(t, l, 1, "192.0.2.41", "192.0.2.41", ISPGateway(1))
+		wantCurl(t, l, NSRouter, "http://"+ServiceAddr+"/", ISPPublicAddr(1))
+	})
+
+	t.Run("delete and recreate", func(t *testing.T) {
+		lease, _, _ := l.DHCPLease(2)
+		if err := l.DeleteWANLink(2); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := l.Exec(ctxFor(t, 5*time.Second), NSRouter, "ip", "link", "show", "dev", "wan2"); err == nil {
+			t.Fatalf("wan2 still exists:\n%s", out)
+		}
+		if out, err := l.Exec(ctxFor(t, 5*time.Second), "isp2", "ip", "link", "show", "dev", "cust"); err == nil {
+			t.Fatalf("isp2's cust still exists:\n%s", out)
+		}
+		if _, _, err := l.DHCPLease(2); err == nil {
+			t.Error("DHCPLease(2) without a link")
+		}
+		if err := l.DeleteWANLink(2); err == nil {
+			t.Error("second DeleteWANLink(2) succeeded")
+		}
+		if err := l.SetDHCPPool(2, "192.0.2.100", "192.0.2.97"); err == nil {
+			t.Error("SetDHCPPool on a deleted link succeeded")
+		}
+		start := time.Now()
+		if err := l.RecreateWANLink(2); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wan2 recreated with a lease in %v", time.Since(start).Round(time.Millisecond))
+		if got := checkLease(t, l, 2, DHCPPoolFirst(2), DHCPPoolLast(2), ISPGateway(2)); got != lease {
+			t.Logf("wan2 lease %s before, %s after (the client asks for its old one)", lease, got)
+		}
+		if err := l.RecreateWANLink(2); err == nil {
+			t.Error("RecreateWANLink of an existing link succeeded")
+		}
+		mustExec(t, l, NSRouter, "ip", "route", "replace", ProbeAddr2+"/32", "via", ISPGateway(2))
+		if err := l.WaitFor(ctxFor(t, 5*time.Second), probe2); err != nil {
+			t.Fatalf("via recreated wan2: %v", err)
+		}
+	})
+
+	t.Run("rename", func(t *testing.T) {
+		if err := l.RenameWANLink(2, "bad name"); err == nil {
+			t.Error("RenameWANLink accepted a bad name")
+		}
+		if err := l.RenameWANLink(2, "wan1"); err == nil {
+			t.Error("RenameWANLink to an existing name succeeded")
+		}
+		if got := l.WANName(2); got != "wan2" {
+			t.Fatalf("failed rename left WANName(2) = %q", got)
+		}
+		checkLease(t, l, 2, DHCPPoolFirst(2), DHCPPoolLast(2), ISPGateway(2))
+		if err := l.RenameWANLink(2, "uplink2"); err != nil {
+			t.Fatal(err)
+		}
+		if got := l.WANName(2); got != "uplink2" {
+			t.Fatalf("WANName(2) = %q", got)
+		}
+		checkLease(t, l, 2, DHCPPoolFirst(2), DHCPPoolLast(2), ISPGateway(2))
+		mustExec(t, l, NSRouter, "ip", "route", "replace", ProbeAddr2+"/32", "via", ISPGateway(2))
+		if err := l.WaitFor(ctxFor(t, 5*time.Second), probe2); err != nil {
+			t.Fatalf("via renamed wan2: %v", err)
+		}
+		if err := l.RenameWANLink(2, "wan2"); err != nil {
+			t.Fatal(err)
+		}
+		checkLease(t, l, 2, DHCPPoolFirst(2), DHCPPoolLast(2), ISPGateway(2))
+	})
+}
+
+// TestDHCPClose: the DHCP servers and clients and the lab's files are gone
+// after Close, and nothing was written outside the lab's directory.
+func TestDHCPClose(t *testing.T) {
+	requireDHCP(t)
+	resolv, _ := os.ReadFile("/etc/resolv.conf")
+	l, err := New(Options{DHCP: true, IPv6: true, ISPs: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	for k := 1; k <= 3; k++ {
+		checkLease(t, l, k, DHCPPoolFirst(k), DHCPPoolLast(k), ISPGateway(k))
+		// IPv6 stays static with DHCP.
+		if err := l.Ping(ctxFor(t, 3*time.Second), NSRouter, "", ISPGateway6(k)); err != nil {
+			t.Error(err)
+		}
+	}
+	var pids []int
+	l.dyn.Lock()
+	for k := 1; k <= 3; k++ {
+		pids = append(pids, l.wans[k].server.Pid(), l.wans[k].client.Pid())
+	}
+	l.dyn.Unlock()
+	dir := l.dir
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Fatalf("lab directory %s: %v", dir, err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("pid %d still exists after Close (kill 0: %v)", pid, err)
+		}
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("lab directory %s left after Close: %v", dir, err)
+	}
+	if after, _ := os.ReadFile("/etc/resolv.conf"); string(after) != string(resolv) {
+		t.Errorf("/etc/resolv.conf changed")
+	}
+	if got := netnsWithPrefix(t, l.Prefix()); len(got) != 0 {
+		t.Errorf("namespaces left: %v", got)
+	}
+}
+
+func TestIPv6(t *testing.T) {
+	requireE2E(t)
+	l := NewForTest(t, Options{IPv6: true})
+	service6 := "http://[" + ServiceAddr6 + "]/"
+
+	t.Run("plan", func(t *testing.T) {
+		if out := mustExec(t, l, NSRouter, "ip", "-6", "route", "show", "default"); strings.TrimSpace(out) != "" {
+			t.Errorf("router has an IPv6 default route:\n%s", out)
+		}
+		for k := 1; k <= 2; k++ {
+			if err := l.Ping(ctxFor(t, 3*time.Second), NSRouter, WANAddr6(k), ISPGateway6(k)); err != nil {
+				t.Error(err)
+			}
+		}
+		if err := l.Ping(ctxFor(t, 3*time.Second), NSClient, "", LAN1Addr6); err != nil {
+			t.Error(err)
+		}
+		if err := l.Ping(ctxFor(t, 3*time.Second), NSClient2, "", LAN2Addr6); err != nil {
+			t.Error(err)
+		}
+		if out := mustExec(t, l, NSClient, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"); strings.Count(out, "inet6 ") != 1+ClientExtraAddrs6 || strings.Contains(out, "tentative") {
+			t.Errorf("client IPv6 addresses:\n%s", out)
+		}
+		if out := mustExec(t, l, NSClient, "ip", "-6", "route", "get", ServiceAddr6); !strings.Contains(out, "src "+ClientAddr6+" ") {
+			t.Errorf("client's IPv6 source is not %s:\n%s", ClientAddr6, out)
+		}
+		// The ISPs reach the internet over IPv6 with their own address.
+		wantCurl(t, l, "isp1", service6, ISPPublicAddr6(1))
+		wantCurl(t, l, "isp2", "http://["+PortalAddr6+"]/", ISPPublicAddr6(2))
+		for _, a := range []string{ProbeAddr6a, ProbeAddr6b} {
+			if err := l.Ping(ctxFor(t, 3*time.Second), "isp1", "", a); err != nil {
+				t.Error(err)
+			}
+		}
+		got, err := l.UDPEcho(ctxFor(t, 3*time.Second), "isp2", "", "["+ServiceAddr6+"]:7000")
+		if err != nil || !strings.HasPrefix(got, "["+ISPPublicAddr6(2)+"]:") {
+			t.Errorf("udp6 echo = %q, %v", got, err)
+		}
+		// IPv4 is unchanged.
+		wantCurl(t, l, "isp2", "http://"+ServiceAddr+"/", ISPPublicAddr(2))
+	})
+
+	// A stand-in for the daemon: default routes via wan1 for both
+	// families, IPv4 masquerade (IPv6 LANs are routed; isp1 does NAT66).
+	mustExec(t, l, NSRouter, "ip", "route", "add", "default", "via", ISPGateway(1))
+	mustExec(t, l, NSRouter, "ip", "-6", "route", "add", "default", "via", ISPGateway6(1), "dev", "wan1")
+	mustExec(t, l, NSRouter, "nft", `add table ip labtest; add chain ip labtest post { type nat hook postrouting priority srcnat; }; add rule ip labtest post oifname "wan1" masquerade`)
+	v6 := func() error {
+		got, err := l.Curl(ctxFor(t, time.Second), NSClient, service6)
+		if err == nil && got != ISPPublicAddr6(1) {
+			err = fmt.Errorf("IPv6 seen as %s", got)
+		}
+		return err
+	}
+	v4 := func() error {
+		got, err := l.Curl(ctxFor(t, time.Second), NSClient, "http://"+ServiceAddr+"/")
+		if err == nil && got != ISPPublicAddr(1) {
+			err = fmt.Errorf("IPv4 seen as %s", got)
+		}
+		return err
+	}
+	both := func(t *testing.T, want4, want6 bool) {
+		t.Helper()
+		for _, c := range []struct {
+			name string
+			f    func() error
+			want bool
+		}{{"IPv4", v4, want4}, {"IPv6", v6, want6}} {
+			if c.want {
+				if err := l.WaitFor(ctxFor(t, 5*time.Second), c.f); err != nil {
+					t.Errorf("%s through isp1: %v", c.name, err)
+				}
+			} else if c.f() == nil {
+				t.Errorf("%s passes isp1", c.name)
+			}
+		}
+	}
+
+	t.Run("through the router", func(t *testing.T) {
+		wantCurl(t, l, NSClient, service6, "2001:db8:f01::2")
+		wantCurl(t, l, NSClient, service6, ISPPublicAddr6(1), "--interface", ClientExtraAddr6(3))
+		wantCurl(t, l, NSClient2, "http://["+PortalAddr6+"]/", ISPPublicAddr6(1))
+		wantCurl(t, l, NSClient, "http://"+ServiceAddr+"/", ISPPublicAddr(1))
+		got, err := l.UDPEcho(ctxFor(t, 3*time.Second), NSClient, ClientExtraAddr6(5), "["+ServiceAddr6+"]:7000")
+		if err != nil || !strings.HasPrefix(got, "["+ISPPublicAddr6(1)+"]:") {
+			t.Errorf("udp6 echo from client = %q, %v", got, err)
+		}
+		if err := l.Ping(ctxFor(t, 3*time.Second), NSClient, "", ProbeAddr6a); err != nil {
+			t.Error(err)
+		}
+	})
+
+	t.Run("cut one family", func(t *testing.T) {
+		if err := l.CutUpstreamFamily(1, 6); err != nil {
+			t.Fatal(err)
+		}
+		both(t, true, false)
+		if out := mustExec(t, l, "isp1", "nft", "list", "chain", "ip", "isp", "cut"); strings.Contains(out, "drop") {
+			t.Errorf("IPv4 cut by CutUpstreamFamily(1, 6):\n%s", out)
+		}
+		if err := l.RestoreUpstreamFamily(1, 6); err != nil {
+			t.Fatal(err)
+		}
+		both(t, true, true)
+		if err := l.CutUpstreamFamily(1, 4); err != nil {
+			t.Fatal(err)
+		}
+		both(t, false, true)
+		if err := l.RestoreUpstreamFamily(1, 4); err != nil {
+			t.Fatal(err)
+		}
+		both(t, true, true)
+		if l.CutUpstreamFamily(1, 5) == nil || l.CutUpstreamFamily(3, 6) == nil || l.RestoreUpstreamFamily(1, 0) == nil {
+			t.Error("CutUpstreamFamily accepted bad arguments")
+		}
+	})
+
+	t.Run("faults cover IPv6", func(t *testing.T) {
+		if err := l.CutUpstream(1); err != nil {
+			t.Fatal(err)
+		}
+		both(t, false, false)
+		if err := l.RestoreUpstream(1); err != nil {
+			t.Fatal(err)
+		}
+		both(t, true, true)
+		if err := l.SetLoss(1, 100); err != nil {
+			t.Fatal(err)
+		}
+		both(t, false, false)
+		if err := l.SetLoss(1, 0); err != nil {
+			t.Fatal(err)
+		}
+		both(t, true, true)
+		if err := l.SetLinkDown(1, true); err != nil {
+			t.Fatal(err)
+		}
+		both(t, false, false)
+		if err := l.SetLinkDown(1, false); err != nil {
+			t.Fatal(err)
+		}
+		both(t, true, true)
+	})
+}
+
+// TestWANLinkRecreateStatic: deleting and recreating (and renaming) a WAN
+// link of a static dual-stack lab restores its addresses and the ISP's
+// routes.
+func TestWANLinkRecreateStatic(t *testing.T) {
+	requireE2E(t)
+	l := NewForTest(t, Options{IPv6: true, ISPs: 3})
+	check := func(name string) {
+		t.Helper()
+		addrs := mustExec(t, l, NSRouter, "ip", "-o", "addr", "show", "dev", name)
+		for _, a := range []string{WANAddr(3) + "/26", WANAddr6(3) + "/64"} {
+			if !strings.Contains(addrs, " "+a+" ") {
+				t.Errorf("%s lacks %s:\n%s", name, a, addrs)
+			}
+		}
+		if err := l.Ping(ctxFor(t, 3*time.Second), NSRouter, "", ISPGateway(3)); err != nil {
+			t.Error(err)
+		}
+		if err := l.Ping(ctxFor(t, 3*time.Second), NSRouter, "", ISPGateway6(3)); err != nil {
+			t.Error(err)
+		}
+		// The ISP's route to the LAN prefix is back: the router's LAN
+		// address answers through it.
+		if err := l.Ping(ctxFor(t, 3*time.Second), "isp3", "", LAN1Addr6); err != nil {
+			t.Error(err)
+		}
+	}
+	check("wan3")
+	if err := l.DeleteWANLink(3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Exec(ctxFor(t, 5*time.Second), NSRouter, "ip", "link", "show", "dev", "wan3"); err == nil {
+		t.Fatal("wan3 still exists")
+	}
+	if err := l.Ping(ctxFor(t, 500*time.Millisecond), "isp3", "", LAN1Addr6); err == nil {
+		t.Error("isp3 reaches the router without a link")
+	}
+	start := time.Now()
+	if err := l.RecreateWANLink(3); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wan3 recreated in %v", time.Since(start).Round(time.Millisecond))
+	check("wan3")
+	if err := l.RenameWANLink(3, "ppp3"); err != nil {
+		t.Fatal(err)
+	}
+	check("ppp3")
+	if err := l.DeleteWANLink(3); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.RecreateWANLink(3); err != nil {
+		t.Fatal(err)
+	}
+	check("ppp3")
+	if err := l.RenameWANLink(3, "wan3"); err != nil {
+		t.Fatal(err)
+	}
+	check("wan3")
+	if err := l.SetDHCPPool(3, "192.0.2.170", "192.0.2.161"); err == nil {
+		t.Error("SetDHCPPool without DHCP succeeded")
+	}
+}
+
+// TestSignalCleanupDHCP: a process with a DHCP lab that dies by SIGTERM
+// removes its DHCP servers, clients and files itself; one killed by
+// SIGKILL cannot, but its daemons die with it (parent-death signal) and
+// SweepStale removes its namespaces and files.
+func TestSignalCleanupDHCP(t *testing.T) {
+	requireDHCP(t)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperLabProcess$", "-test.count=1")
+			cmd.Env = append(os.Environ(), "MULTIWAN_LAB_HELPER=1", "MULTIWAN_LAB_HELPER_DHCP=1")
+			cmd.Stderr = os.Stderr
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan struct{})
+			prefixc, dirc := make(chan string, 1), make(chan string, 1)
+			go func() {
+				sc := bufio.NewScanner(stdout)
+				for sc.Scan() {
+					if p, ok := strings.CutPrefix(sc.Text(), "PREFIX="); ok {
+						prefixc <- p
+					}
+					if d, ok := strings.CutPrefix(sc.Text(), "DIR="); ok {
+						dirc <- d
+					}
+				}
+				cmd.Wait()
+				close(exited)
+			}()
+			t.Cleanup(func() {
+				cmd.Process.Kill()
+				select {
+				case <-exited:
+				case <-time.After(10 * time.Second):
+				}
+				SweepStale()
+			})
+			var prefix, dir string
+			select {
+			case prefix = <-prefixc:
+				dir = <-dirc
+			case <-exited:
+				t.Fatal("helper exited early")
+			case <-time.After(30 * time.Second):
+				t.Fatal("helper did not report its lab")
+			}
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() || !strings.HasPrefix(filepath.Base(dir), prefix) {
+				t.Fatalf("lab directory %q of lab %s: %v", dir, prefix, err)
+			}
+			daemons := func() []string {
+				var found []string
+				procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+				for _, p := range procs {
+					b, err := os.ReadFile(p)
+					if err == nil && strings.Contains(string(b), dir) {
+						found = append(found, p+": "+strings.ReplaceAll(string(b), "\x00", " "))
+					}
+				}
+				return found
+			}
+			if n := len(daemons()); n != 4 {
+				t.Fatalf("%d DHCP daemons of the lab running, want 4: %v", n, daemons())
+			}
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-exited:
+			case <-time.After(20 * time.Second):
+				t.Fatal("helper did not exit after the signal")
+			}
+			if err := WaitFor(ctxFor(t, 5*time.Second), func() error {
+				if d := daemons(); len(d) > 0 {
+					return fmt.Errorf("still running: %v", d)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if sig == syscall.SIGKILL {
+				if _, err := SweepStale(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := netnsWithPrefix(t, prefix); len(got) != 0 {
+				t.Errorf("namespaces left after %v: %v", sig, got)
+			}
+			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("lab directory left after %v: %v", sig, err)
 			}
 		})
 	}

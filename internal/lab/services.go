@@ -23,7 +23,18 @@ const (
 // startInternetServices starts HTTP on :80 and the UDP echo on every
 // address of the internet namespace.
 func (l *Lab) startInternetServices() error {
-	if _, err := l.ServeWhoami(NSInternet, ":"+strconv.Itoa(HTTPPort)); err != nil {
+	if l.ipv6 {
+		// One socket per family rather than one dual-stack socket, which
+		// would depend on what Go probed about IPv6 in whatever namespace
+		// the process first looked.
+		for _, a := range []struct{ network, addr string }{
+			{"tcp4", "0.0.0.0"}, {"tcp6", "::"},
+		} {
+			if _, err := l.serveWhoami(NSInternet, a.network, net.JoinHostPort(a.addr, strconv.Itoa(HTTPPort))); err != nil {
+				return err
+			}
+		}
+	} else if _, err := l.ServeWhoami(NSInternet, ":"+strconv.Itoa(HTTPPort)); err != nil {
 		return err
 	}
 	// One UDP socket per address rather than a wildcard one: replies from a
@@ -36,11 +47,20 @@ func (l *Lab) startInternetServices() error {
 		}
 		go serveUDPEcho(pc)
 	}
+	if l.ipv6 {
+		for _, a := range internetAddrs6(l.isps) {
+			pc, err := l.ListenPacket(NSInternet, "udp6", net.JoinHostPort(a, strconv.Itoa(UDPEchoPort)))
+			if err != nil {
+				return err
+			}
+			go serveUDPEcho(pc)
+		}
+	}
 	return nil
 }
 
-// serveUDPEcho answers each datagram with "<client ip>:<client port>". It
-// returns when pc is closed.
+// serveUDPEcho answers each datagram with "<client ip>:<client port>"
+// ("[<client ip>]:<client port>" for IPv6). It returns when pc is closed.
 func serveUDPEcho(pc net.PacketConn) {
 	buf := make([]byte, 64<<10)
 	for {
@@ -68,7 +88,11 @@ func serveUDPEcho(pc net.PacketConn) {
 // the connection. The returned Closer stops the server; the lab also stops
 // it on Close.
 func (l *Lab) ServeWhoami(ns, addr string) (io.Closer, error) {
-	ln, err := l.listen(ns, "tcp", addr)
+	return l.serveWhoami(ns, "tcp", addr)
+}
+
+func (l *Lab) serveWhoami(ns, network, addr string) (io.Closer, error) {
+	ln, err := l.listen(ns, network, addr)
 	if err != nil {
 		return nil, err
 	}
