@@ -322,3 +322,58 @@ func lastWANState(log, wan string) string {
 	}
 	return ""
 }
+
+// TestDHCPBothChangeAtOnce: both uplinks renumbered at the same moment (the
+// race seed 003 fought with locks in pppd scripts): the daemon ends with
+// both new gateways in their tables and both WANs up.
+func TestDHCPBothChangeAtOnce(t *testing.T) {
+	l := newDHCPLab(t, 2)
+	r := dhcpRouter(t, l)
+	want := map[int][2]string{1: {"192.0.2.41", "192.0.2.34"}, 2: {"192.0.2.105", "192.0.2.98"}}
+	errs := make(chan error, 2)
+	for k, v := range want {
+		go func() { errs <- l.SetDHCPPool(k, v[0], v[1]) }()
+	}
+	for range want {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k, v := range want {
+		r.waitAddressing(fmt.Sprintf("isp%d", k), v[0], v[1], 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := l.WaitFor(ctx, func() error {
+			if route := tableDefault(l, 100+k); !viaGateway(route, v[1], lab.WANIface(k)) {
+				return fmt.Errorf("table %d: %s", 100+k, route)
+			}
+			return nil
+		})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.waitState("isp1", "up", 5*time.Second)
+	r.waitState("isp2", "up", 5*time.Second)
+	eventually(t, l, lab.NSClient, service, isp1Seen, 5*time.Second)
+}
+
+// TestLinkRenamed: a WAN interface renamed away (a USB modem re-enumerated)
+// is a WAN that is down; renamed back, it is picked up again by name.
+func TestLinkRenamed(t *testing.T) {
+	l := newDHCPLab(t, 2)
+	r := dhcpRouter(t, l)
+	if err := l.RenameWANLink(1, "wan1old"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitState("isp1", "down", 5*time.Second)
+	eventually(t, l, lab.NSClient, service, isp2Seen, 5*time.Second)
+	if err := l.RenameWANLink(1, lab.WANIface(1)); err != nil {
+		t.Fatal(err)
+	}
+	r.waitState("isp1", "up", 10*time.Second)
+	eventually(t, l, lab.NSClient, service, isp1Seen, 5*time.Second)
+	if r.proc.Exited() {
+		t.Fatalf("daemon exited:\n%s", r.proc.Output())
+	}
+}

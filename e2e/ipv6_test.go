@@ -129,3 +129,29 @@ func TestIPv6Failover(t *testing.T) {
 	r.waitState6("isp1", "up", 5*time.Second)
 	eventually(t, l, lab.NSClient, service6, lab.ISPPublicAddr6(1), 5*time.Second)
 }
+
+// TestIPv6RoutedPrefix: a prefix ISP1 routes without NAT leaves by ISP1
+// even when the policy prefers ISP2, and the router does not translate it.
+func TestIPv6RoutedPrefix(t *testing.T) {
+	l := lab.NewForTest(t, lab.Options{ISPs: 2, IPv6: true, Logf: t.Logf})
+	cfg := strings.Replace(dualStackConfig(t), "{wan: isp1, tier: 1}", "{wan: isp1, tier: 3}", 1)
+	cfg = strings.Replace(cfg, "    nat6: masquerade\n", "    nat6: none\n    prefixes6: [\"2001:db8:100::/64\"]\n", 1)
+	r := startRouter(t, l, cfg)
+	r.waitState6("isp1", "up", 5*time.Second)
+	r.waitState6("isp2", "up", 5*time.Second)
+	// The LAN's prefix belongs to ISP1: its hosts leave by ISP1 whatever
+	// the policy (ISP2 first) says.
+	if got := seenFrom(t, l, lab.NSClient, "http://["+lab.ServiceAddr6+"]/"); got != lab.ISPPublicAddr6(1) {
+		t.Fatalf("IPv6 from the routed prefix seen from %s, want %s", got, lab.ISPPublicAddr6(1))
+	}
+	// IPv4 follows the policy.
+	if got := seenFrom(t, l, lab.NSClient, service); got != isp2Seen {
+		t.Fatalf("IPv4 seen from %s, want %s", got, isp2Seen)
+	}
+	// No NAT on the router: the connection's reply goes to the client's
+	// own address.
+	ct := execIn(t, l, lab.NSRouter, "conntrack", "-L", "-f", "ipv6", "-p", "tcp", "--orig-src", lab.ClientAddr6)
+	if !strings.Contains(ct, "dst="+lab.ClientAddr6) {
+		t.Errorf("router translated the routed prefix:\n%s", ct)
+	}
+}
