@@ -516,3 +516,35 @@ func TestDualStack(t *testing.T) {
 		t.Errorf("IPv4-only config plans IPv6")
 	}
 }
+
+// TestSurprisingLinks: observations are untrusted; odd ones plan without a
+// crash and keep the LAN reachable.
+func TestSurprisingLinks(t *testing.T) {
+	cfg := load(t, "seed002-active-passive.yaml") // both gateways auto
+	lanMain := []Route{{Table: TableMain, Dst: netip.MustParsePrefix("10.100.0.0/24"), Dev: "lan"}}
+	toLAN := Packet{IIF: "enp1s0", Src: addr("203.0.113.9"), Dst: addr("10.100.0.20"), Proto: "tcp", DstPort: 22}
+	cases := map[string]Links{
+		"no gateway learned": {"primary": {Exists: true, Up: true}, "secondary": {Exists: true, Up: true}},
+		"link-local IPv4 gateway": {"primary": {Exists: true, Up: true, Gateway: addr("169.254.1.1")},
+			"secondary": {Exists: true, Up: true, Gateway: addr("192.0.2.65")}},
+		"WAN address inside the LAN's prefix": {
+			"primary":   {Exists: true, Up: true, Gateway: addr("10.100.0.1"), Addrs: []netip.Prefix{netip.MustParsePrefix("10.100.0.77/24")}},
+			"secondary": {Exists: true, Up: true, Gateway: addr("192.0.2.65"), Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.66/26")}}},
+		"both WANs on one subnet": {
+			"primary":   {Exists: true, Up: true, Gateway: addr("192.0.2.1"), Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/24")}},
+			"secondary": {Exists: true, Up: true, Gateway: addr("192.0.2.1"), Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.3/24")}}},
+		"IPv6 address only": {"primary": {Exists: true, Up: true, Gateway: addr("192.0.2.1"),
+			Addrs: []netip.Prefix{netip.MustParsePrefix("2001:db8::5/64")}}},
+	}
+	for name, links := range cases {
+		t.Run(name, func(t *testing.T) {
+			d := Plan(cfg, Health{}, links, "")
+			if o := only(t, d.Trace(toLAN, lanMain)); o.Route == nil || o.Route.Dev != "lan" {
+				t.Fatalf("LAN unreachable: %v", o)
+			}
+			if strings.Count(d.String(), "table inet multiwan") != 1 {
+				t.Fatal("no table")
+			}
+		})
+	}
+}
