@@ -66,7 +66,7 @@ func conntrackDelete() error {
 
 	var conn *ct.Conn
 	var cleaner *mwct.Cleaner
-	if err := inNS(l, lab.NSRouter, func() error {
+	if err := l.InNS(lab.NSRouter, func() error {
 		var err error
 		if conn, err = ct.Dial(nil); err != nil {
 			return err

@@ -11,68 +11,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/multiwan/multiwan/internal/lab"
-	"github.com/vishvananda/netns"
 )
-
-// inNS runs fn on a fresh OS thread switched into lab namespace logical,
-// after checking that the switch took and that the target is not the
-// calling thread's own namespace (the host's). Sockets fn creates stay in
-// that namespace for their whole life, whichever thread uses them later. A
-// thread that cannot switch back stays locked, so the runtime ends it.
-func inNS(l *lab.Lab, logical string, fn func() error) error {
-	name := l.NS(logical)
-	if name == "" {
-		return fmt.Errorf("no lab namespace %q", logical)
-	}
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		return fmt.Errorf("open namespace %s: %w", name, err)
-	}
-	defer target.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if orig.Equal(target) {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("namespace %s is the calling thread's own", name)
-			return
-		}
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter namespace %s: %w", name, err)
-			return
-		}
-		cur, err := netns.Get()
-		if err == nil && !cur.Equal(target) {
-			err = fmt.Errorf("thread is not in namespace %s after setns", name)
-		}
-		cur.Close()
-		if err == nil {
-			err = fn()
-		}
-		if rerr := netns.Set(orig); rerr != nil {
-			errc <- errors.Join(err, fmt.Errorf("return to the original namespace: %w", rerr))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
-}
 
 // run runs argv in a lab namespace with a timeout and returns its output;
 // the error includes the output.

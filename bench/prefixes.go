@@ -37,7 +37,7 @@ const (
 // cost the sender the same.
 func sendUDP(l *lab.Lab, n int, newFlows bool) (wall, cpu time.Duration, err error) {
 	var fd int
-	if err := inNS(l, lab.NSClient, func() error {
+	if err := l.InNS(lab.NSClient, func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
 		return err

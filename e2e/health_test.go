@@ -15,6 +15,13 @@ import (
 // fastProbe probes both lab targets ten times a second.
 const fastProbe = "{targets: [203.0.113.20, 203.0.113.30], interval: 100ms, timeout: 1s, down: 3, up: 3}"
 
+// movableUDP sends UDP through the failover policy as movable flows.
+const movableUDP = `  - name: udp-follows
+    proto: udp
+    policy: failover
+    movable: true
+`
+
 func healthSetup(rules string) setup {
 	return setup{isps: 2, probe: fastProbe, policies: failover12, rules: rules, deflt: "failover"}
 }
@@ -87,12 +94,7 @@ func TestFailoverOnUpstreamCut(t *testing.T) {
 // through ISP2: its conntrack entry was deleted, so NAT was redone.
 func TestMovableUDPFollows(t *testing.T) {
 	l := newLab(t, 2)
-	rules := `  - name: udp-follows
-    proto: udp
-    policy: failover
-    movable: true
-`
-	r := startRouter(t, l, healthSetup(rules).yaml(t))
+	r := startRouter(t, l, healthSetup(movableUDP).yaml(t))
 	r.waitState("isp1", "up", 5*time.Second)
 	src := lab.ClientAddr + ":40123"
 	dst := fmt.Sprintf("%s:%d", lab.ServiceAddr, lab.UDPEchoPort)
@@ -273,12 +275,7 @@ func TestHooks(t *testing.T) {
 // the override; `use auto` returns to ISP1.
 func TestUseAndAuto(t *testing.T) {
 	l := newLab(t, 2)
-	rules := `  - name: udp-follows
-    proto: udp
-    policy: failover
-    movable: true
-`
-	r := startRouter(t, l, healthSetup(rules).yaml(t))
+	r := startRouter(t, l, healthSetup(movableUDP).yaml(t))
 	r.waitState("isp1", "up", 5*time.Second)
 	src := lab.ClientAddr + ":40124"
 	dst := fmt.Sprintf("%s:%d", lab.ServiceAddr, lab.UDPEchoPort)

@@ -17,6 +17,12 @@ import (
 // if the caller has locked itself to a thread. If switching back fails the
 // goroutine exits still locked, which makes the Go runtime terminate that
 // thread instead of reusing it in the wrong namespace.
+// InNS runs fn on an OS thread switched into lab namespace ns (a logical
+// name), then switches the thread back. Sockets fn creates stay in ns for
+// their whole life, whichever thread uses them later; the way tests and
+// benchmarks open raw or netlink sockets inside the lab.
+func (l *Lab) InNS(ns string, fn func() error) error { return l.inNS(ns, fn) }
+
 func (l *Lab) inNS(ns string, fn func() error) error {
 	r, err := l.real(ns)
 	if err != nil {
