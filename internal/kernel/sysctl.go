@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -69,6 +70,22 @@ func (s *Sysctls) Restore(log *slog.Logger) error {
 	return errors.Join(errs...)
 }
 
+// strict reports whether the reverse-path filter at key is strict (1),
+// counting its `all` sibling: the kernel uses the larger of the two.
+func (s *Sysctls) strict(key, current string) bool {
+	if current == "1" {
+		return true
+	}
+	dir, name := path.Split(key)
+	all := path.Join(path.Dir(path.Clean(dir)), "all", name)
+	p, err := s.path(all)
+	if err != nil {
+		return false
+	}
+	v, err := readValue(p)
+	return err == nil && v == "1"
+}
+
 func (s *Sysctls) set(d plan.Sysctl, log *slog.Logger) error {
 	path, err := s.path(d.Key)
 	if err != nil {
@@ -84,6 +101,9 @@ func (s *Sysctls) set(d plan.Sysctl, log *slog.Logger) error {
 	}
 	want := normalize(d.Value)
 	if current == want {
+		return nil
+	}
+	if d.Loosen && !s.strict(d.Key, current) {
 		return nil
 	}
 	if err := writeValue(path, want); err != nil {

@@ -227,3 +227,27 @@ func TestPerInterface(t *testing.T) {
 		}
 	}
 }
+
+// TestSysctlLoosen: a reverse-path filter is only changed when it is strict,
+// on the interface or through `all`; off stays off.
+func TestSysctlLoosen(t *testing.T) {
+	const key = "net/ipv4/conf/wan1/rp_filter"
+	for _, c := range []struct {
+		iface, all, want string
+	}{
+		{"0", "0", "0"},
+		{"2", "0", "2"},
+		{"1", "0", "2"},
+		{"0", "1", "2"},
+		{"0", "2", "0"},
+	} {
+		root := fakeProcSys(t, map[string]string{key: c.iface, "net/ipv4/conf/all/rp_filter": c.all})
+		s := Sysctls{Root: root}
+		if err := s.Apply([]plan.Sysctl{{Key: key, Value: "2", Loosen: true}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := readKey(t, root, key); got != c.want {
+			t.Errorf("iface %s all %s: rp_filter %s, want %s", c.iface, c.all, got, c.want)
+		}
+	}
+}

@@ -152,6 +152,12 @@ type Sysctl struct {
 	Key     string // e.g. "net/ipv4/conf/wan1/rp_filter"
 	Value   string
 	Comment string
+	// Loosen marks a reverse-path filter: only a strict filter (1, on the
+	// key or on its `all` sibling, the kernel using the larger) is changed
+	// to Value (2, loose). Off (0) is left alone: as permissive, and
+	// cheaper, since every packet from the WAN would otherwise cost a
+	// reverse route lookup.
+	Loosen bool
 }
 
 // Well-known routing table ids.
@@ -218,6 +224,9 @@ func (r Route) String() string {
 
 // String renders the sysctl as `sysctl -w` takes it.
 func (s Sysctl) String() string {
+	if s.Loosen {
+		return "sysctl -w " + s.Key + "=" + s.Value + " (only if strict)"
+	}
 	return "sysctl -w " + s.Key + "=" + s.Value
 }
 

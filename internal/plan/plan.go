@@ -425,7 +425,7 @@ func (p *planner) sysctls(wans []*wanInfo) []Sysctl {
 		}
 		dir := "net/ipv4/conf/" + w.cfg.Interface + "/"
 		out = append(out,
-			Sysctl{Key: dir + "rp_filter", Value: "2", Comment: "loose: replies may arrive on a WAN other than the main table's"},
+			Sysctl{Key: dir + "rp_filter", Value: "2", Loosen: true, Comment: "not strict: replies may arrive on a WAN other than the main table's"},
 			Sysctl{Key: dir + "src_valid_mark", Value: "1", Comment: "reverse-path checks honour the fwmark"},
 		)
 	}
