@@ -29,9 +29,12 @@ import (
 type Kernel interface {
 	Apply(ctx context.Context, d *plan.Desired, log *slog.Logger) error
 	Remove(ctx context.Context, log *slog.Logger) error
-	// Invalidate makes the next Apply rewrite everything, for when the
-	// kernel may have changed behind multiwan's back.
+	// Invalidate makes the next Apply rewrite everything, after a failure.
 	Invalidate()
+	// Recheck makes the next Apply compare everything with the kernel
+	// again, rewriting only what differs, for when the kernel may have
+	// changed behind multiwan's back.
+	Recheck(ctx context.Context)
 	// Compact removes what fast updates left behind (old rules no packet
 	// reaches); the daemon calls it after a quiet moment.
 	Compact(ctx context.Context) error
@@ -263,7 +266,7 @@ func (d *Daemon) linksChanged(ctx context.Context, repair bool, why string) {
 		}
 	}
 	if repair {
-		d.opt.Kernel.Invalidate()
+		d.opt.Kernel.Recheck(ctx)
 	}
 	d.reconcileLogged(ctx, repair, why, trs)
 }

@@ -35,6 +35,7 @@ func (k *fakeKernel) Apply(_ context.Context, d *plan.Desired, _ *slog.Logger) e
 func (k *fakeKernel) Remove(context.Context, *slog.Logger) error { k.removed = true; return nil }
 func (k *fakeKernel) Invalidate()                                { k.invalidated++ }
 func (k *fakeKernel) Compact(context.Context) error              { return nil }
+func (k *fakeKernel) Recheck(context.Context)                    {}
 
 type deletion struct{ mark, mask uint32 }
 

@@ -43,11 +43,22 @@ type Kernel struct {
 }
 
 // Invalidate forgets what was applied, so that the next Apply reconciles
-// every stage with the kernel again (after drift multiwan was told about,
-// or a failed apply).
+// every stage with the kernel again and replaces the nft table whole (after
+// a failed apply).
 func (k *Kernel) Invalidate() {
 	k.NFT.Invalidate()
 	k.lastRules, k.lastRoutes, k.lastSysctls = nil, nil, nil
+}
+
+// Recheck makes the next Apply compare rules, routes and sysctls with the
+// kernel again, which costs a few netlink dumps, and replace the nft table
+// only if it is gone: the periodic repair of drift multiwan was not told
+// about, or of a route the kernel dropped with its link.
+func (k *Kernel) Recheck(ctx context.Context) {
+	k.lastRules, k.lastRoutes, k.lastSysctls = nil, nil, nil
+	if ok, err := k.NFT.Current(ctx); err != nil || !ok {
+		k.NFT.Invalidate()
+	}
 }
 
 // New returns a Kernel that owns the nft table `inet <table>` and uses the

@@ -313,3 +313,36 @@ func TestNFTTerminalChainFastPath(t *testing.T) {
 		t.Fatalf("after compact:\n%s\nwant:\n%s", fake.Dump(), fullFake.Dump())
 	}
 }
+
+// TestRecheckRestoresADeletedTable: someone deleted the table behind
+// multiwan's back; after Recheck the next Apply puts it back whole, while a
+// present table is left alone.
+func TestRecheckRestoresADeletedTable(t *testing.T) {
+	n, fake := newFakeNFT()
+	k := &Kernel{NFT: *n}
+	k.NFT.nft = fake
+	ctx := context.Background()
+	if err := k.NFT.Apply(ctx, sampleTable()); err != nil {
+		t.Fatal(err)
+	}
+	k.Recheck(ctx)
+	before := fake.LastTransaction
+	if err := k.NFT.Apply(ctx, sampleTable()); err != nil {
+		t.Fatal(err)
+	}
+	if fake.LastTransaction != before {
+		t.Fatalf("table present, yet rewritten:\n%s", fake.LastTransaction)
+	}
+	tx := fake.NewTransaction()
+	tx.Delete(&knftables.Table{})
+	if err := fake.Run(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	k.Recheck(ctx)
+	if err := k.NFT.Apply(ctx, sampleTable()); err != nil {
+		t.Fatal(err)
+	}
+	if got := fake.Dump(); got != sampleDump {
+		t.Errorf("table not restored:\n%s", got)
+	}
+}
