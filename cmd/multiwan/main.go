@@ -121,7 +121,7 @@ func planCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	health := plan.Health{}
 	for _, w := range cfg.WANs {
-		health[w.Name] = plan.StateUp
+		health[w.Name], health[plan.Key6(w.Name)] = plan.StateUp, plan.StateUp
 	}
 	if *down != "" {
 		for _, name := range strings.Split(*down, ",") {
@@ -130,15 +130,15 @@ func planCmd(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "multiwan plan: --down: no WAN named %q\n", name)
 				return 1
 			}
-			health[name] = plan.StateDown
+			health[name], health[plan.Key6(name)] = plan.StateDown, plan.StateDown
 		}
 	}
 	// No kernel access here: every link is assumed present and up, with
 	// no addresses known yet. A `gateway: auto` WAN is shown routed through
-	// its interface; run uses the gateway it learns.
+	// its interface (gateway6: auto too); run uses the gateway it learns.
 	links := plan.Links{}
 	for _, w := range cfg.WANs {
-		links[w.Name] = plan.Link{Exists: true, Up: true, PointToPoint: w.GatewayAuto}
+		links[w.Name] = plan.Link{Exists: true, Up: true, PointToPoint: w.GatewayAuto || w.Gateway6Auto}
 	}
 	d := plan.Plan(cfg, health, links, "")
 	fmt.Fprintf(stdout, "# multiwan plan for %s", cfg.File)
@@ -149,6 +149,9 @@ func planCmd(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stdout, "# WAN addresses are learned at run time (chain bound, map wan_net and the \"from ADDRESS\" rules).")
 	for _, p := range d.Policies {
 		fmt.Fprintf(stdout, "# policy %s: %s\n", p.Name, p)
+	}
+	for _, p := range d.Policies6 {
+		fmt.Fprintf(stdout, "# policy %s (ipv6): %s\n", p.Name, p)
 	}
 	fmt.Fprintln(stdout)
 	fmt.Fprint(stdout, d.String())
