@@ -29,6 +29,7 @@ type wanState struct {
 	pool     dhcpPool
 	server   *Proc // dnsmasq in the ISP's namespace (DHCP only)
 	client   *Proc // dhclient in the router's namespace (DHCP only)
+	ra       *Proc // RA dnsmasq in the ISP's namespace (RA only)
 	deleted  bool  // by DeleteWANLink
 }
 

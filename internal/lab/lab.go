@@ -40,8 +40,21 @@ type Options struct {
 	// (see [ServiceAddr6], [WANAddr6], [ClientAddr6]): static addresses
 	// everywhere (also with DHCP), ISPs that forward and masquerade IPv6,
 	// IPv6 services in the internet namespace, and no IPv6 default route
-	// on the router.
+	// on the router (unless RA).
 	IPv6 bool
+	// RA (requires IPv6) makes the router learn its IPv6 default routes
+	// from router advertisements, for `gateway6: auto`: each ISP runs a
+	// router advertisement daemon (dnsmasq, RA only: no DNS, no DHCPv6)
+	// on its link to the router, advertising its link-local address as
+	// router every [RAInterval] s with a lifetime of [RALifetime] s, and
+	// the router's WAN interfaces accept advertisements although it
+	// forwards (accept_ra=2) but make no SLAAC address (autoconf=0; their
+	// static addresses stay). The kernel installs "default via fe80::...
+	// dev wanK proto ra" in the main table. [New] returns once the router
+	// has such a route through every WAN (at most 10 s); [Lab.RAGateway]
+	// reads it. Deleting, re-creating and renaming WAN links keep this
+	// and wait for the route again.
+	RA bool
 }
 
 // Lab is a running test network. All methods are safe for concurrent use.
@@ -50,6 +63,7 @@ type Lab struct {
 	isps   int
 	dhcp   bool
 	ipv6   bool
+	ra     bool
 	logf   func(format string, args ...any)
 	quiet  atomic.Bool // set once Close finished: t.Logf panics after a test ends
 
@@ -58,8 +72,9 @@ type Lab struct {
 	dyn  sync.Mutex
 	wans [MaxISPs + 1]wanState // by ISP number; guarded by dyn
 
-	// dir holds the lab's files (DHCP scripts, leases, pid files); it is
-	// created by New when needed and removed by Close.
+	// dir holds the lab's files (DHCP scripts, leases, pid files of the
+	// DHCP and RA daemons); it is created by New when needed and removed
+	// by Close.
 	dir string
 
 	mu      sync.Mutex
@@ -84,11 +99,15 @@ func New(opts Options) (*Lab, error) {
 	if isps < 2 || isps > MaxISPs {
 		return nil, fmt.Errorf("lab: ISPs must be 2 or 3, got %d", opts.ISPs)
 	}
+	if opts.RA && !opts.IPv6 {
+		return nil, errors.New("lab: Options.RA needs Options.IPv6")
+	}
 	l := &Lab{
 		prefix: fmt.Sprintf("mwl%d-%d-", os.Getpid(), labSeq.Add(1)),
 		isps:   isps,
 		dhcp:   opts.DHCP,
 		ipv6:   opts.IPv6,
+		ra:     opts.RA,
 		logf:   opts.Logf,
 	}
 	for k := 1; k <= isps; k++ {
@@ -113,9 +132,10 @@ func New(opts Options) (*Lab, error) {
 }
 
 // setup builds the topology and, with DHCP, starts the DHCP servers and
-// clients and waits for every lease.
+// clients and waits for every lease; with RA it starts the router
+// advertisement daemons and waits for the router's default routes.
 func (l *Lab) setup() error {
-	if l.dhcp {
+	if l.dhcp || l.ra {
 		if err := l.makeDir(); err != nil {
 			return err
 		}
@@ -123,8 +143,18 @@ func (l *Lab) setup() error {
 	if err := l.build(); err != nil {
 		return err
 	}
+	if l.ra {
+		if err := l.startRA(); err != nil {
+			return err
+		}
+	}
 	if l.dhcp {
-		return l.startDHCP()
+		if err := l.startDHCP(); err != nil {
+			return err
+		}
+	}
+	if l.ra {
+		return l.waitAllRA()
 	}
 	return nil
 }
@@ -154,6 +184,9 @@ func (l *Lab) features() string {
 	}
 	if l.ipv6 {
 		f = append(f, "IPv6")
+	}
+	if l.ra {
+		f = append(f, "RA")
 	}
 	if len(f) == 0 {
 		return ""

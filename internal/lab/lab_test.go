@@ -471,7 +471,8 @@ func TestHelperLabProcess(t *testing.T) {
 	if os.Getenv("MULTIWAN_LAB_HELPER") != "1" {
 		t.Skip("helper process for TestSignalCleanup")
 	}
-	l, err := New(Options{DHCP: os.Getenv("MULTIWAN_LAB_HELPER_DHCP") == "1"})
+	ra := os.Getenv("MULTIWAN_LAB_HELPER_RA") == "1"
+	l, err := New(Options{DHCP: os.Getenv("MULTIWAN_LAB_HELPER_DHCP") == "1", IPv6: ra, RA: ra})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -842,6 +843,9 @@ func TestIPv6(t *testing.T) {
 		}
 		// IPv4 is unchanged.
 		wantCurl(t, l, "isp2", "http://"+ServiceAddr+"/", ISPPublicAddr(2))
+		if gw, err := l.RAGateway(1); err == nil {
+			t.Errorf("RAGateway(1) = %s without Options.RA", gw)
+		}
 	})
 
 	// A stand-in for the daemon: default routes via wan1 for both
@@ -1015,10 +1019,18 @@ func TestWANLinkRecreateStatic(t *testing.T) {
 // SweepStale removes its namespaces and files.
 func TestSignalCleanupDHCP(t *testing.T) {
 	requireDHCP(t)
+	signalCleanupDaemons(t, "MULTIWAN_LAB_HELPER_DHCP=1", 4)
+}
+
+// signalCleanupDaemons runs TestHelperLabProcess with env and checks that
+// its lab's want daemons (those with the lab's directory on their command
+// line) and everything else of the lab are gone after SIGTERM, and after
+// SIGKILL and SweepStale.
+func signalCleanupDaemons(t *testing.T, env string, want int) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		t.Run(sig.String(), func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperLabProcess$", "-test.count=1")
-			cmd.Env = append(os.Environ(), "MULTIWAN_LAB_HELPER=1", "MULTIWAN_LAB_HELPER_DHCP=1")
+			cmd.Env = append(os.Environ(), "MULTIWAN_LAB_HELPER=1", env)
 			cmd.Stderr = os.Stderr
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {
@@ -1073,8 +1085,8 @@ func TestSignalCleanupDHCP(t *testing.T) {
 				}
 				return found
 			}
-			if n := len(daemons()); n != 4 {
-				t.Fatalf("%d DHCP daemons of the lab running, want 4: %v", n, daemons())
+			if n := len(daemons()); n != want {
+				t.Fatalf("%d daemons of the lab running, want %d: %v", n, want, daemons())
 			}
 			if err := cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)

@@ -77,6 +77,19 @@ func (l *Lab) build() error {
 		return err
 	}
 
+	// With RA the router's WAN interfaces take router advertisements
+	// (although it forwards) from the moment they come up, so they
+	// solicit one at once.
+	if l.ra {
+		var settings []string
+		for k := 1; k <= l.isps; k++ {
+			settings = append(settings, raSysctls(WANIface(k))...)
+		}
+		if err := l.sysctl(NSRouter, settings...); err != nil {
+			return err
+		}
+	}
+
 	// Addresses and routes. Interfaces are brought up before gateway
 	// routes are added because a gateway must be on a live connected route.
 	inet := []string{"link set dev lo up"}

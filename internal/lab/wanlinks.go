@@ -25,8 +25,8 @@ func (l *Lab) wanName(k int) string {
 // DeleteWANLink deletes the router's interface to ISP k (a veth, so the
 // ISP's end goes with it), the way a USB modem is unplugged or a PPP
 // session ends. With DHCP the router's client for it and the ISP's server
-// are stopped first (their interface goes away). [Lab.RecreateWANLink] brings
-// it back.
+// are stopped first (their interface goes away), with RA the ISP's router
+// advertisement daemon too. [Lab.RecreateWANLink] brings it back.
 func (l *Lab) DeleteWANLink(k int) error {
 	if err := l.checkISP(k); err != nil {
 		return err
@@ -42,6 +42,9 @@ func (l *Lab) DeleteWANLink(k int) error {
 		l.stopClient(k)
 		l.stopServer(k)
 	}
+	if l.ra {
+		l.stopRAServer(k)
+	}
 	if err := l.ip(NSRouter, "link", "del", "dev", name); err != nil {
 		return err
 	}
@@ -53,9 +56,12 @@ func (l *Lab) DeleteWANLink(k int) error {
 // RecreateWANLink creates the link between the router and ISP k again
 // after [Lab.DeleteWANLink], with the same names and addressing: static
 // addresses, or with DHCP the ISP's server and the router's client started
-// again (the client asks for its previous address first). It returns when
-// the link is up and the router has its address (with DHCP: its lease and
-// default route), at most about 25 s.
+// again (the client asks for its previous address first); with RA the
+// ISP's router advertisement daemon is started again and the router's new
+// interface accepts advertisements. It returns when the link is up and the
+// router has its address (with DHCP: its lease and default route; with RA:
+// its IPv6 default route from an advertisement, via the new link-local
+// address of the ISP's end), at most about 35 s.
 func (l *Lab) RecreateWANLink(k int) error {
 	if err := l.checkISP(k); err != nil {
 		return err
@@ -82,11 +88,22 @@ func (l *Lab) RecreateWANLink(k int) error {
 	if err := l.ipBatch(ISPNS(k), isp); err != nil {
 		return err
 	}
+	if l.ra {
+		// Before the link comes up, so the router solicits at once.
+		if err := l.sysctl(NSRouter, raSysctls(name)...); err != nil {
+			return err
+		}
+	}
 	if err := l.ipBatch(NSRouter, append(l.wanAddrs(k, name), "link set dev "+name+" up")); err != nil {
 		return err
 	}
 	if err := l.waitWANUp(k, name); err != nil {
 		return err
+	}
+	if l.ra {
+		if err := l.startRAServer(k); err != nil {
+			return err
+		}
 	}
 	if l.dhcp {
 		if err := l.startServer(k); err != nil {
@@ -98,6 +115,13 @@ func (l *Lab) RecreateWANLink(k int) error {
 		ctx, cancel := context.WithTimeout(context.Background(), leaseWait)
 		defer cancel()
 		if err := l.waitLease(ctx, k); err != nil {
+			return err
+		}
+	}
+	if l.ra {
+		ctx, cancel := context.WithTimeout(context.Background(), raWait)
+		defer cancel()
+		if err := l.waitRA(ctx, k); err != nil {
 			return err
 		}
 	}
@@ -136,9 +160,10 @@ var ifaceNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
 // down, rename, link up, as renaming needs), the way udev or a user
 // renames an interface. Its addresses are kept (IPv6 is put back, since a
 // link going down loses it); with DHCP the router's client is restarted on
-// the new name and asks for the same lease again. Afterwards lab methods
-// use the new name for WAN k ([Lab.WANName]). It returns when the link is
-// usable again.
+// the new name and asks for the same lease again; with RA (the link going
+// down loses the learned route) it waits for the IPv6 default route from
+// an advertisement again. Afterwards lab methods use the new name for WAN
+// k ([Lab.WANName]). It returns when the link is usable again.
 func (l *Lab) RenameWANLink(k int, newName string) error {
 	if err := l.checkISP(k); err != nil {
 		return err
@@ -185,6 +210,13 @@ func (l *Lab) RenameWANLink(k int, newName string) error {
 		defer cancel()
 		if lerr := l.waitLease(ctx, k); lerr != nil {
 			err = errors.Join(err, lerr)
+		}
+	}
+	if l.ra {
+		ctx, cancel := context.WithTimeout(context.Background(), raWait)
+		defer cancel()
+		if rerr := l.waitRA(ctx, k); rerr != nil {
+			err = errors.Join(err, rerr)
 		}
 	}
 	if err == nil {
