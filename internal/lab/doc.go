@@ -80,6 +80,16 @@
 // Each ISP then has a second nft table, "ip6 isp", of the same shape as
 // "ip isp"; the fault controls act on both ([Lab.CutUpstreamFamily] on one).
 //
+// With [Options].RA as well (for `gateway6: auto`), ISP k also runs a
+// second dnsmasq on "cust" that only sends router advertisements (no DNS,
+// no DHCPv6; "--enable-ra --dhcp-range=::,constructor:cust,ra-only",
+// router lifetime [RALifetime]), with its files in the lab's directory.
+// The router's wanK accepts them although it forwards (accept_ra=2,
+// autoconf=0: no SLAAC address, the static one stays), so the kernel adds
+// "default via <ISP's link-local address> dev wanK proto ra" to the main
+// table; [Lab.RAGateway] reads that gateway, [Lab.ISPLinkLocal6] the
+// ISP's side.
+//
 // The internet namespace serves HTTP on port 80 (see [Lab.ServeWhoami] for
 // the endpoints) and a UDP echo on port 7000 on all of its addresses. These
 // servers run inside the test process: sockets are created in the namespace

@@ -99,10 +99,15 @@ func (l *Lab) SetLoss(k, pct int) error {
 }
 
 // SetLinkDown sets ISP k's end of the link to the router down (or back
-// up), so the router sees carrier loss on its wan interface.
+// up), so the router sees carrier loss on its wan interface. For the
+// point-to-point ISP ([Options].P2PISP) it switches the carrier of the
+// router's tun device off (or on), which stays administratively up.
 func (l *Lab) SetLinkDown(k int, down bool) error {
 	if err := l.checkISP(k); err != nil {
 		return err
+	}
+	if k == l.p2p {
+		return l.setTunCarrier(!down)
 	}
 	if down {
 		return l.ip(ISPNS(k), "link", "set", "dev", "cust", "down")

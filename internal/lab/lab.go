@@ -55,6 +55,12 @@ type Options struct {
 	// reads it. Deleting, re-creating and renaming WAN links keep this
 	// and wait for the route again.
 	RA bool
+	// P2PISP, if not 0, is the number k of an ISP whose link to the
+	// router is point-to-point, as PPP links and tunnels are: a pair of
+	// tun devices (wanK in the router, custK in the ISP) instead of the
+	// veth, with addresses like PPP's (see [Lab.SetP2PDown] and
+	// tunwan.go). IPv4 only: it cannot be combined with IPv6, RA or DHCP.
+	P2PISP int
 }
 
 // Lab is a running test network. All methods are safe for concurrent use.
@@ -64,6 +70,8 @@ type Lab struct {
 	dhcp   bool
 	ipv6   bool
 	ra     bool
+	p2p    int      // Options.P2PISP
+	tun    *tunPair // the p2p ISP's link; set during setup
 	logf   func(format string, args ...any)
 	quiet  atomic.Bool // set once Close finished: t.Logf panics after a test ends
 
@@ -102,12 +110,16 @@ func New(opts Options) (*Lab, error) {
 	if opts.RA && !opts.IPv6 {
 		return nil, errors.New("lab: Options.RA needs Options.IPv6")
 	}
+	if err := checkP2P(opts, isps); err != nil {
+		return nil, err
+	}
 	l := &Lab{
 		prefix: fmt.Sprintf("mwl%d-%d-", os.Getpid(), labSeq.Add(1)),
 		isps:   isps,
 		dhcp:   opts.DHCP,
 		ipv6:   opts.IPv6,
 		ra:     opts.RA,
+		p2p:    opts.P2PISP,
 		logf:   opts.Logf,
 	}
 	for k := 1; k <= isps; k++ {
@@ -187,6 +199,9 @@ func (l *Lab) features() string {
 	}
 	if l.ra {
 		f = append(f, "RA")
+	}
+	if l.p2p != 0 {
+		f = append(f, fmt.Sprintf("ISP %d point-to-point", l.p2p))
 	}
 	if len(f) == 0 {
 		return ""

@@ -63,7 +63,11 @@ func (l *Lab) build() error {
 			"peer", "name", "up", "netns", l.NS(ISPNS(k))); err != nil {
 			return err
 		}
-		if err := l.ip(ISPNS(k), "link", "add", "cust", "type", "veth",
+		if k == l.p2p {
+			if err := l.startTunPair(k); err != nil {
+				return err
+			}
+		} else if err := l.ip(ISPNS(k), "link", "add", "cust", "type", "veth",
 			"peer", "name", WANIface(k), "netns", l.NS(NSRouter)); err != nil {
 			return err
 		}
@@ -123,7 +127,7 @@ func (l *Lab) build() error {
 		isp = append(isp, "link set dev up up")
 		isp = append(isp, l.custAddrs(k)...)
 		isp = append(isp,
-			"link set dev cust up",
+			"link set dev "+l.custIface(k)+" up",
 			fmt.Sprintf("route add default via %s dev up", InternetPeerAddr(k)))
 		if l.ipv6 {
 			isp = append(isp, fmt.Sprintf("route add default via %s dev up", InternetPeerAddr6(k)))
@@ -206,6 +210,9 @@ func (l *Lab) build() error {
 // the router its addresses: the gateway (and any gateway added by
 // SetDHCPPool) and, with IPv6, the IPv6 gateway. dyn or setup must be held.
 func (l *Lab) custAddrs(k int) []string {
+	if k == l.p2p {
+		return p2pAddrs(ISPGateway(k), WANAddr(k), l.custIface(k))
+	}
 	var cmds []string
 	for _, a := range l.wans[k].ispAddrs {
 		cmds = append(cmds, fmt.Sprintf("addr add %s/26 dev cust", a))
@@ -220,6 +227,9 @@ func (l *Lab) custAddrs(k int) []string {
 // k (named name) its static addresses: IPv4 unless DHCP provides it, IPv6
 // if enabled.
 func (l *Lab) wanAddrs(k int, name string) []string {
+	if k == l.p2p {
+		return p2pAddrs(WANAddr(k), ISPGateway(k), name)
+	}
 	var cmds []string
 	if !l.dhcp {
 		cmds = append(cmds, fmt.Sprintf("addr add %s/26 dev %s", WANAddr(k), name))

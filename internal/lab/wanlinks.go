@@ -31,6 +31,9 @@ func (l *Lab) DeleteWANLink(k int) error {
 	if err := l.checkISP(k); err != nil {
 		return err
 	}
+	if err := l.notP2P(k, "DeleteWANLink"); err != nil {
+		return err
+	}
 	l.dyn.Lock()
 	defer l.dyn.Unlock()
 	st := &l.wans[k]
@@ -64,6 +67,9 @@ func (l *Lab) DeleteWANLink(k int) error {
 // address of the ISP's end), at most about 35 s.
 func (l *Lab) RecreateWANLink(k int) error {
 	if err := l.checkISP(k); err != nil {
+		return err
+	}
+	if err := l.notP2P(k, "RecreateWANLink"); err != nil {
 		return err
 	}
 	l.dyn.Lock()
@@ -166,6 +172,9 @@ var ifaceNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
 // k ([Lab.WANName]). It returns when the link is usable again.
 func (l *Lab) RenameWANLink(k int, newName string) error {
 	if err := l.checkISP(k); err != nil {
+		return err
+	}
+	if err := l.notP2P(k, "RenameWANLink"); err != nil {
 		return err
 	}
 	if !ifaceNameRE.MatchString(newName) {
