@@ -230,7 +230,10 @@ func TestHooks(t *testing.T) {
 	l := newLab(t, 2)
 	dir := t.TempDir()
 	hook := filepath.Join(dir, "hook")
-	script := "#!/bin/sh\nenv | grep -E '^(MULTIWAN_|ACTION=|INTERFACE=|DEVICE=)' | sort > \"" + dir + "/event.$MULTIWAN_EVENT.$MULTIWAN_WAN\"\n"
+	// Written aside and renamed, so that the test never reads a file the
+	// hook is still writing.
+	script := "#!/bin/sh\nf=\"" + dir + "/event.$MULTIWAN_EVENT.$MULTIWAN_WAN\"\n" +
+		"env | grep -E '^(MULTIWAN_|ACTION=|INTERFACE=|DEVICE=)' | sort > \"$f.tmp\" && mv \"$f.tmp\" \"$f\"\n"
 	if err := os.WriteFile(hook, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}

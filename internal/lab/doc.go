@@ -90,6 +90,12 @@
 // table; [Lab.RAGateway] reads that gateway, [Lab.ISPLinkLocal6] the
 // ISP's side.
 //
+// With [Options].P2PISP = k, ISP k's link is point-to-point, as a PPP link
+// or a tunnel is: a pair of tun devices (wanK in the router, custK in the
+// ISP) whose packets the lab copies between them, addressed like PPP
+// (192.0.2.2 peer 192.0.2.1) with no gateway. [Lab.SetP2PDown] and
+// [Lab.SetLinkDown] take it down or its carrier away.
+//
 // The internet namespace serves HTTP on port 80 (see [Lab.ServeWhoami] for
 // the endpoints) and a UDP echo on port 7000 on all of its addresses. These
 // servers run inside the test process: sockets are created in the namespace

@@ -104,12 +104,6 @@ func (l *Lab) startTunPair(k int) error {
 		return err
 	}
 	p := &tunPair{router: router, isp: isp, logf: l.log, done: make(chan struct{})}
-	if err := l.track(p); err != nil { // closes p if the lab is closed
-		return err
-	}
-	l.mu.Lock()
-	l.tun = p
-	l.mu.Unlock()
 	p.wg.Add(2)
 	go p.copy(p.isp, p.router, &p.toISP, WANIface(k))
 	go p.copy(p.router, p.isp, &p.toRoute, l.custIface(k))
@@ -117,6 +111,12 @@ func (l *Lab) startTunPair(k int) error {
 		p.wg.Wait()
 		close(p.done)
 	}()
+	if err := l.track(p); err != nil { // closes p if the lab is closed
+		return err
+	}
+	l.mu.Lock()
+	l.tun = p
+	l.mu.Unlock()
 	l.log("lab: point-to-point link %s (router) <-> %s (%s) is a tun pair", WANIface(k), l.custIface(k), ISPNS(k))
 	return nil
 }
