@@ -293,6 +293,20 @@ func failover(what, probe, target string) error {
 // falseAlarms runs the shipped defaults through 5 % random loss on ISP1
 // (each direction, so about 10 % of probes) and counts transitions to down.
 func falseAlarms() error {
+	return withDefaults(func(l *lab.Lab, d *daemon) error {
+		if err := l.SetLoss(1, 5); err != nil {
+			return err
+		}
+		time.Sleep(*soak) // watching what happens over time is the measurement
+		downs := strings.Count(d.proc.Output(), "wan=isp1 from=up to=down") + strings.Count(d.proc.Output(), "wan=isp1 from=degraded to=down")
+		add("false alarms at 5% random loss, shipped defaults", fmt.Sprintf("%d downs in %s", downs, *soak), "0", "")
+		return nil
+	})
+}
+
+// withDefaults runs fn against a two-ISP lab whose daemon probes both
+// targets with the shipped defaults and fails over isp1 → isp2.
+func withDefaults(fn func(l *lab.Lab, d *daemon) error) error {
 	l, err := lab.New(lab.Options{ISPs: 2})
 	if err != nil {
 		return err
@@ -303,13 +317,7 @@ func falseAlarms() error {
 		return err
 	}
 	defer d.stop()
-	if err := l.SetLoss(1, 5); err != nil {
-		return err
-	}
-	time.Sleep(*soak) // watching what happens over time is the measurement
-	downs := strings.Count(d.proc.Output(), "wan=isp1 from=up to=down") + strings.Count(d.proc.Output(), "wan=isp1 from=degraded to=down")
-	add("false alarms at 5% random loss, shipped defaults", fmt.Sprintf("%d downs in %s", downs, *soak), "0", "")
-	return nil
+	return fn(l, d)
 }
 
 var tookRe = regexp.MustCompile(`msg=policy .*cause="override [^"]*" took=([0-9.]+)(µs|ms|s)`)
@@ -318,37 +326,29 @@ var tookRe = regexp.MustCompile(`msg=policy .*cause="override [^"]*" took=([0-9.
 // daemon's log, how long each decision took to reach the kernel (plan,
 // nft transaction, rules and routes reconciled).
 func decisionToKernel() error {
-	l, err := lab.New(lab.Options{ISPs: 2})
-	if err != nil {
-		return err
-	}
-	defer l.Close()
-	d, err := startDaemon(l, wans(2, "{targets: [203.0.113.20, 203.0.113.30]}")+failoverPolicy)
-	if err != nil {
-		return err
-	}
-	defer d.stop()
-	for i := range *toggles {
-		wan := "isp2"
-		if i%2 == 1 {
-			wan = "auto"
+	return withDefaults(func(l *lab.Lab, d *daemon) error {
+		for i := range *toggles {
+			wan := "isp2"
+			if i%2 == 1 {
+				wan = "auto"
+			}
+			if out, err := d.cli("use", wan); err != nil {
+				return fmt.Errorf("use %s: %v %s", wan, err, out)
+			}
 		}
-		if out, err := d.cli("use", wan); err != nil {
-			return fmt.Errorf("use %s: %v %s", wan, err, out)
+		var times []time.Duration
+		for _, m := range tookRe.FindAllStringSubmatch(d.proc.Output(), -1) {
+			v, _ := strconv.ParseFloat(m[1], 64)
+			unit := map[string]time.Duration{"µs": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[m[2]]
+			times = append(times, time.Duration(v*float64(unit)))
 		}
-	}
-	var times []time.Duration
-	for _, m := range tookRe.FindAllStringSubmatch(d.proc.Output(), -1) {
-		v, _ := strconv.ParseFloat(m[1], 64)
-		unit := map[string]time.Duration{"µs": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[m[2]]
-		times = append(times, time.Duration(v*float64(unit)))
-	}
-	if len(times) == 0 {
-		return fmt.Errorf("no switch timings in the log")
-	}
-	add("decision → kernel updated", fmt.Sprintf("p50 %s, p99 %s (n=%d)", ms(pct(times, 50)), ms(pct(times, 99)), len(times)),
-		"≤ 10 ms p99", "mwan3/VyOS rebuild with shell and nft -f")
-	return nil
+		if len(times) == 0 {
+			return fmt.Errorf("no switch timings in the log")
+		}
+		add("decision → kernel updated", fmt.Sprintf("p50 %s, p99 %s (n=%d)", ms(pct(times, 50)), ms(pct(times, 99)), len(times)),
+			"≤ 10 ms p99", "mwan3/VyOS rebuild with shell and nft -f")
+		return nil
+	})
 }
 
 // footprint runs 4 WANs × 2 targets × 10 Hz and reads the daemon's RSS and

@@ -14,8 +14,9 @@ import (
 
 // dualStackConfig: both WANs with IPv4 and IPv6, NAT66 on the router (the
 // lab's ISPs route only their own link prefix back), probes of both
-// families ten times a second, failover isp1 → isp2.
-func dualStackConfig(t *testing.T) string {
+// families ten times a second, failover isp1 → isp2. gateway6 gives WAN k's
+// gateway6 setting.
+func dualStackConfig(t *testing.T, gateway6 func(k int) string) string {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("wans:\n")
@@ -26,7 +27,7 @@ func dualStackConfig(t *testing.T) string {
     gateway6: %s
     nat6: masquerade
     probe: {targets: [%s, %s, %q, %q], interval: 100ms}
-`, k, lab.WANIface(k), lab.ISPGateway(k), lab.ISPGateway6(k), lab.ProbeAddr1, lab.ProbeAddr2, lab.ProbeAddr6a, lab.ProbeAddr6b)
+`, k, lab.WANIface(k), lab.ISPGateway(k), gateway6(k), lab.ProbeAddr1, lab.ProbeAddr2, lab.ProbeAddr6a, lab.ProbeAddr6b)
 	}
 	fmt.Fprintf(&b, "policies:\n%sdefault_policy: failover\ncontrol: {socket: %s}\n", failover12, filepath.Join(t.TempDir(), "mw.sock"))
 	return b.String()
@@ -90,7 +91,7 @@ func (r *router) waitState6(wan, state string, timeout time.Duration) {
 // the families are tracked apart, and status shows it.
 func TestIPv6Failover(t *testing.T) {
 	l := lab.NewForTest(t, lab.Options{ISPs: 2, IPv6: true, Logf: t.Logf})
-	r := startRouter(t, l, dualStackConfig(t))
+	r := startRouter(t, l, dualStackConfig(t, lab.ISPGateway6))
 	r.waitState("isp1", "up", 5*time.Second)
 	r.waitState6("isp1", "up", 5*time.Second)
 	r.waitState6("isp2", "up", 5*time.Second)
@@ -134,7 +135,7 @@ func TestIPv6Failover(t *testing.T) {
 // even when the policy prefers ISP2, and the router does not translate it.
 func TestIPv6RoutedPrefix(t *testing.T) {
 	l := lab.NewForTest(t, lab.Options{ISPs: 2, IPv6: true, Logf: t.Logf})
-	cfg := strings.Replace(dualStackConfig(t), "{wan: isp1, tier: 1}", "{wan: isp1, tier: 3}", 1)
+	cfg := strings.Replace(dualStackConfig(t, lab.ISPGateway6), "{wan: isp1, tier: 1}", "{wan: isp1, tier: 3}", 1)
 	cfg = strings.Replace(cfg, "    nat6: masquerade\n", "    nat6: none\n    prefixes6: [\"2001:db8:100::/64\"]\n", 1)
 	r := startRouter(t, l, cfg)
 	r.waitState6("isp1", "up", 5*time.Second)

@@ -3,33 +3,12 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/multiwan/multiwan/internal/lab"
 )
-
-// raConfig: both WANs with a static IPv4 gateway and `gateway6: auto`,
-// NAT66 on the router, probes of both families ten times a second,
-// failover isp1 → isp2.
-func raConfig(t *testing.T) string {
-	t.Helper()
-	var b strings.Builder
-	b.WriteString("wans:\n")
-	for k := 1; k <= 2; k++ {
-		fmt.Fprintf(&b, `  - name: isp%d
-    interface: %s
-    gateway: %s
-    gateway6: auto
-    nat6: masquerade
-    probe: {targets: [%s, %s, %q, %q], interval: 100ms}
-`, k, lab.WANIface(k), lab.ISPGateway(k), lab.ProbeAddr1, lab.ProbeAddr2, lab.ProbeAddr6a, lab.ProbeAddr6b)
-	}
-	fmt.Fprintf(&b, "policies:\n%sdefault_policy: failover\ncontrol: {socket: %s}\n", failover12, filepath.Join(t.TempDir(), "mw.sock"))
-	return b.String()
-}
 
 // TestIPv6GatewayFromRA: with `gateway6: auto` the daemon learns each
 // WAN's IPv6 gateway from the ISPs' router advertisements (the ISP's
@@ -49,7 +28,7 @@ func TestIPv6GatewayFromRA(t *testing.T) {
 		gw[k] = g
 	}
 
-	r := startRouter(t, l, raConfig(t))
+	r := startRouter(t, l, dualStackConfig(t, func(int) string { return "auto" }))
 	r.waitState("isp1", "up", 5*time.Second)
 	r.waitState6("isp1", "up", 5*time.Second)
 	r.waitState6("isp2", "up", 5*time.Second)

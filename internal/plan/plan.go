@@ -203,7 +203,7 @@ func (p *planner) plan() *Desired {
 	d.Routes = p.routes(wans)
 	d.Rules = p.rules(wans, byName)
 	d.Sysctls = p.sysctls(wans)
-	d.Table = p.table(wans, byName)
+	d.Table = p.table(wans)
 	return d
 }
 
@@ -449,7 +449,7 @@ func (p *planner) sysctls(wans []*wanInfo) []Sysctl {
 // hex formats a mark the way nft prints it back.
 func hex(v uint32) string { return fmt.Sprintf("0x%08x", v) }
 
-func (p *planner) table(wans []*wanInfo, byName map[string]*wanInfo) Table {
+func (p *planner) table(wans []*wanInfo) Table {
 	d := p.d
 	cfg := p.cfg
 	t := Table{Family: "inet", Name: TableName}
