@@ -1,5 +1,5 @@
 // Command bench measures multiwan in the namespace lab and prints each
-// figure beside its target (PRODUCT.md §6). `make bench` runs it as root.
+// figure beside its target (README: Benchmarks). `make bench` runs it as root.
 // Figures are medians and percentiles over repeated runs, because the
 // machines are shared and noisy; nothing here is a pass/fail test.
 package main
@@ -152,7 +152,7 @@ func startDaemon(l *lab.Lab, cfg string) (*daemon, error) {
 		return nil, err
 	}
 	path := filepath.Join(dir, "multiwan.yaml")
-	cfg += fmt.Sprintf("control: {socket: %s}\n", filepath.Join(dir, "mw.sock"))
+	cfg += fmt.Sprintf("control: {socket: %s}\nstate_dir: %s\n", filepath.Join(dir, "mw.sock"), filepath.Join(dir, "state"))
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}

@@ -293,7 +293,7 @@ func TestKill9Adopt(t *testing.T) {
 	if !slices.Equal(rulesAfter, rulesBefore) {
 		t.Errorf("rules after adoption differ:\nbefore %q\nafter  %q", rulesBefore, rulesAfter)
 	}
-	if n := strings.Count(execIn(t, l, lab.NSRouter, "nft", "list", "tables"), "multiwan"); n != 1 {
+	if n := strings.Count(execIn(t, l, lab.NSRouter, "nft", "list", "tables"), "table inet multiwan\n"); n != 1 {
 		t.Errorf("%d multiwan tables", n)
 	}
 	if err := dl.Wait(20 * time.Second); err != nil {

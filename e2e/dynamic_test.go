@@ -12,7 +12,7 @@ import (
 	"github.com/multiwan/multiwan/internal/lab"
 )
 
-// Dynamic uplinks (PRODUCT.md M12): the lab's ISPs hand out the router's
+// Dynamic uplinks: the lab's ISPs hand out the router's
 // WAN addresses by DHCP, the daemon learns the gateways (`gateway: auto`)
 // from the default routes the DHCP client installs, and follows renumbering
 // and links that disappear and come back.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/multiwan/multiwan/internal/config"
 	"github.com/multiwan/multiwan/internal/lab"
 )
 
@@ -81,7 +82,13 @@ type router struct {
 // must leave nothing of its own behind.
 func startRouter(t *testing.T, l *lab.Lab, cfg string) *router {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "multiwan.yaml")
+	dir := t.TempDir()
+	if !strings.Contains(cfg, "state_dir:") {
+		// Each daemon keeps its sysctl originals in its own directory,
+		// never in the host's /run/multiwan.
+		cfg += "state_dir: " + filepath.Join(dir, "state") + "\n"
+	}
+	path := filepath.Join(dir, "multiwan.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +168,7 @@ func (r *router) status() statusJSON {
 	return st
 }
 
-// statusJSON is the contract of `status --json` (PRODUCT.md §3), decoded
+// statusJSON is the contract of `status --json` (README: Status), decoded
 // independently of the daemon's own types.
 type statusJSON struct {
 	WANs []struct {
@@ -217,6 +224,24 @@ func (r *router) waitState(wan, state string, timeout time.Duration) {
 		r.t.Fatalf("waiting for %s to be %s: %v (last %q)\n%s", wan, state, err, last, r.proc.Output())
 	}
 }
+
+// statusInto decodes `status --json` into v, for fields beyond statusJSON.
+func (r *router) statusInto(v any) {
+	r.t.Helper()
+	out, err := r.cli("status", "--json")
+	if err != nil {
+		r.t.Fatalf("status: %v\n%s", err, out)
+	}
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		r.t.Fatalf("status --json: %v\n%s", err, out)
+	}
+}
+
+// daemonPid is the daemon's process id (`ip netns exec` execs it).
+func (r *router) daemonPid() int { return r.proc.Pid() }
+
+// socket is the daemon's control socket.
+func (r *router) socket() string { return config.SocketPath(r.cfg) }
 
 // kill9 kills the daemon without giving it a chance to clean up.
 func (r *router) kill9() {

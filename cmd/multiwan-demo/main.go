@@ -81,8 +81,9 @@ policies:
       - {wan: isp2, tier: 2}
 default_policy: failover
 control: {socket: %s}
+state_dir: %s
 `, lab.WANIface(1), lab.ISPGateway(1), lab.ProbeAddr1, lab.ProbeAddr2,
-		lab.WANIface(2), lab.ISPGateway(2), lab.ProbeAddr1, lab.ProbeAddr2, filepath.Join(dir, "mw.sock"))
+		lab.WANIface(2), lab.ISPGateway(2), lab.ProbeAddr1, lab.ProbeAddr2, filepath.Join(dir, "mw.sock"), filepath.Join(dir, "state"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
 	}

@@ -1,9 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+	"unicode"
 
 	"github.com/multiwan/multiwan/internal/config"
 	"github.com/multiwan/multiwan/internal/control"
@@ -24,7 +31,7 @@ func dial(path string, stderr io.Writer) (*control.Client, bool) {
 func status(args []string, stdout, stderr io.Writer) int {
 	fs, path := flags("status", stderr)
 	asJSON := fs.Bool("json", false, "print the status as JSON")
-	if fs.Parse(args) != nil {
+	if !parse(fs, args, stderr) {
 		return 2
 	}
 	c, ok := dial(*path, stderr)
@@ -78,7 +85,7 @@ func use(args []string, stdout, stderr io.Writer) int {
 
 func reload(args []string, stdout, stderr io.Writer) int {
 	fs, path := flags("reload", stderr)
-	if fs.Parse(args) != nil {
+	if !parse(fs, args, stderr) {
 		return 2
 	}
 	c, ok := dial(*path, stderr)
@@ -93,4 +100,61 @@ func reload(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, "reloaded")
 	return 0
+}
+
+// events prints the daemon's events: the last few, then each new one as it
+// happens, until interrupted. main wires it as `multiwan events`.
+func events(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return eventsUntil(ctx, args, stdout, stderr)
+}
+
+// eventsUntil is events, stopped by ctx rather than by a signal.
+func eventsUntil(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, path := flags("events", stderr)
+	past := fs.Int("past", 10, "how many past events to show first (at most 1000)")
+	asJSON := fs.Bool("json", false, "print each event as one JSON line")
+	if !parse(fs, args, stderr) {
+		return 2
+	}
+	if fs.NArg() != 0 || *past < 0 {
+		fmt.Fprintln(stderr, "usage: multiwan events [-c FILE] [--past N] [--json]")
+		return 2
+	}
+	c, ok := dial(*path, stderr)
+	if !ok {
+		return 1
+	}
+	defer c.Close()
+	enc := json.NewEncoder(stdout)
+	err := c.Events(ctx, *past, func(ev control.Event) error {
+		if *asJSON {
+			return enc.Encode(ev)
+		}
+		_, err := fmt.Fprintln(stdout, eventLine(ev, time.Local))
+		return err
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "multiwan events: %v\n", err)
+		return 1
+	}
+	if ctx.Err() == nil {
+		// The daemon is stopping, or this reader fell too far behind.
+		fmt.Fprintln(stderr, "multiwan events: the daemon ended the stream")
+		return 1
+	}
+	return 0
+}
+
+// eventLine formats an event as one line: when, what kind, what happened.
+func eventLine(ev control.Event, loc *time.Location) string {
+	printable := func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}
+	return fmt.Sprintf("%s  %-15s  %s", ev.Time.In(loc).Format("2006-01-02 15:04:05"),
+		strings.Map(printable, ev.Kind), strings.Map(printable, ev.Message))
 }

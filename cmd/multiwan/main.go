@@ -4,6 +4,7 @@
 //	multiwan check  -c FILE                 validate a config
 //	multiwan plan   -c FILE [--down WANS]   print what run would install
 //	multiwan run    -c FILE                 the daemon
+//	multiwan status|use|reload|events       talk to the running daemon
 //
 // The CLI only parses flags and calls the internal packages.
 package main
@@ -17,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -39,6 +41,7 @@ commands:
   status -c FILE [--json]          ask the running daemon how its WANs and policies are
   use    -c FILE WAN|auto          prefer WAN in every policy that has it; auto returns to the health-driven choice
   reload -c FILE                   make the daemon re-read its config; an invalid one is refused and changes nothing
+  events -c FILE [--past N] [--json]  follow the daemon's events live (state changes, switches, repairs, reloads)
 
 -c defaults to ` + config.DefaultPath + "\n"
 
@@ -65,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return use(args, stdout, stderr)
 	case "reload":
 		return reload(args, stdout, stderr)
+	case "events":
+		return events(args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -78,6 +83,25 @@ func flags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
 	fs.SetOutput(stderr)
 	path := fs.String("c", config.DefaultPath, "config file")
 	return fs, path
+}
+
+// parse parses args into fs and refuses positional arguments, which
+// these commands do not take: `multiwan check new.yaml` would otherwise
+// check the default config and could say ok about the wrong file.
+func parse(fs *flag.FlagSet, args []string, stderr io.Writer) bool {
+	if fs.Parse(args) != nil {
+		return false
+	}
+	if fs.NArg() > 0 {
+		arg := fs.Arg(0)
+		hint := ""
+		if strings.HasSuffix(arg, ".yaml") || strings.HasSuffix(arg, ".yml") || strings.Contains(arg, "/") {
+			hint = fmt.Sprintf("; the config file is given with -c: %s -c %s", fs.Name(), arg)
+		}
+		fmt.Fprintf(stderr, "%s: unexpected argument %q%s\n", fs.Name(), arg, hint)
+		return false
+	}
+	return true
 }
 
 // load reads the config, printing every error as FILE:LINE:COL: message.
@@ -99,7 +123,7 @@ func load(path string, stderr io.Writer) (*config.Config, bool) {
 
 func check(args []string, stdout, stderr io.Writer) int {
 	fs, path := flags("check", stderr)
-	if fs.Parse(args) != nil {
+	if !parse(fs, args, stderr) {
 		return 2
 	}
 	if _, ok := load(*path, stderr); !ok {
@@ -112,7 +136,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 func planCmd(args []string, stdout, stderr io.Writer) int {
 	fs, path := flags("plan", stderr)
 	down := fs.String("down", "", "comma-separated WANs to plan as down")
-	if fs.Parse(args) != nil {
+	if !parse(fs, args, stderr) {
 		return 2
 	}
 	cfg, ok := load(*path, stderr)
@@ -161,7 +185,7 @@ func planCmd(args []string, stdout, stderr io.Writer) int {
 func runDaemon(args []string, stderr io.Writer) int {
 	fs, path := flags("run", stderr)
 	level := fs.String("log-level", "info", "debug, info, warn or error")
-	if fs.Parse(args) != nil {
+	if !parse(fs, args, stderr) {
 		return 2
 	}
 	var lv slog.Level
@@ -178,6 +202,16 @@ func runDaemon(args []string, stderr io.Writer) int {
 	if err != nil {
 		log.Error("cannot reach the kernel", "err", err)
 		return 1
+	}
+	// Sysctl values from before multiwan first changed them, kept where a
+	// crash does not lose them.
+	k.StateFile = filepath.Join(cfg.StateDir, "sysctl.json")
+	// Keeps established NATed connections alive while multiwan repairs a
+	// foreign `flush ruleset` (see kernel.Anchor).
+	if anchor, err := kernel.OpenAnchor(plan.TableName + "_anchor"); err != nil {
+		log.Warn("no anchor table: a foreign `nft flush ruleset` may reset NATed connections until multiwan repairs its table", "err", err)
+	} else {
+		defer anchor.Close()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

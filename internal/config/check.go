@@ -1,20 +1,24 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
 	"math/bits"
+	"net/netip"
+	"slices"
 )
 
 // check runs the checks that span several parts of the config: unique
-// names, references between sections, routing table ids and the size of
-// the mark mask. It also appends the implicit policies that rules' `wan:`
-// shorthand refers to.
+// names, references between sections, routing table ids, the number of
+// WANs and their IPv6 prefixes, and the size of the mark mask. It also
+// appends the implicit policies that rules' `wan:` shorthand refers to.
 //
 // Names are compared even when they failed their own syntax check, so a
 // reference to a misspelt-but-defined name is not reported a second time
 // as unknown.
 func (d *decoder) check(c *Config, src *sources) {
 	wans := d.checkWANs(c, src)
+	d.checkPrefixes6(c, src)
 	policies := d.checkPolicies(c, src, wans)
 	d.checkRules(c, src, wans, policies)
 
@@ -26,20 +30,56 @@ func (d *decoder) check(c *Config, src *sources) {
 	d.checkMarkMask(c, src)
 }
 
-// checkWANs checks that names, interfaces and tables are not shared, and
-// returns the WAN names with their positions.
+// names finds names of one kind ("WAN", "policy", "rule") that are equal,
+// or equal in nft, where '-' becomes '_' (see NFTName): two such objects
+// would share an nft set or chain.
+type names struct {
+	kind  string
+	byNFT map[string]named // by NFTName
+	pos   map[string]Pos   // every name added, as written
+}
+
+type named struct {
+	name string
+	pos  Pos
+}
+
+func newNames(kind string) *names {
+	return &names{kind: kind, byNFT: map[string]named{}, pos: map[string]Pos{}}
+}
+
+// add reports name, at pos, if it clashes with one added before.
+func (n *names) add(d *decoder, name string, pos Pos) {
+	if name == "" {
+		return
+	}
+	first, dup := n.byNFT[NFTName(name)]
+	switch {
+	case !dup:
+		n.byNFT[NFTName(name)] = named{name, pos}
+		n.pos[name] = pos
+	case first.name == name:
+		d.addError(pos, "duplicate %s name %q (first at %d:%d)", n.kind, name, first.pos.Line, first.pos.Col)
+	default:
+		d.addError(pos, "%s name %q is the same as %q (%d:%d) in nft, where '-' becomes '_'", n.kind, name, first.name, first.pos.Line, first.pos.Col)
+		if _, ok := n.pos[name]; !ok {
+			n.pos[name] = pos // defined, for references to it
+		}
+	}
+}
+
+// checkWANs checks that names, interfaces and tables are not shared and
+// that there are not too many WANs, and returns the WAN names with their
+// positions.
 func (d *decoder) checkWANs(c *Config, src *sources) map[string]Pos {
-	names := map[string]Pos{}
+	names := newNames("WAN")
 	ifaces := map[string]string{} // interface → WAN
 	tables := map[int]int{}       // table → index of the WAN using it
 	for i, w := range c.WANs {
 		s := src.wan[i]
-		if w.Name != "" {
-			if first, dup := names[w.Name]; dup {
-				d.addError(s.name.pos, "duplicate WAN name %q (first at %d:%d)", w.Name, first.Line, first.Col)
-			} else {
-				names[w.Name] = s.name.pos
-			}
+		names.add(d, w.Name, s.name.pos)
+		if i == maxWANs {
+			d.addError(w.Pos, "at most %d WANs (ip rule priorities are allocated in bands of 100)", maxWANs)
 		}
 		if w.Interface != "" {
 			if other, dup := ifaces[w.Interface]; dup {
@@ -74,22 +114,63 @@ func (d *decoder) checkWANs(c *Config, src *sources) map[string]Pos {
 		}
 		d.addError(src.wan[at].table.pos, "%s", msg)
 	}
-	return names
+	return names.pos
+}
+
+// checkPrefixes6 checks that no two prefixes6, of one WAN or of two,
+// overlap: traffic from the overlap would have two WANs to leave by. Each
+// overlap is reported at the prefix written later.
+func (d *decoder) checkPrefixes6(c *Config, src *sources) {
+	type entry struct {
+		p   netip.Prefix
+		wan int
+		pos Pos
+	}
+	var all []entry
+	for i, w := range c.WANs {
+		for k, p := range w.Prefixes6 {
+			all = append(all, entry{p, i, src.wan[i].prefixes6[k]})
+		}
+	}
+	// Sorted by address, then the shorter prefix first, a prefix
+	// overlaps an earlier one only if the earlier contains it; the stack
+	// holds the chain of prefixes containing the current one.
+	slices.SortFunc(all, func(a, b entry) int {
+		return cmp.Or(a.p.Addr().Compare(b.p.Addr()), cmp.Compare(a.p.Bits(), b.p.Bits()))
+	})
+	var stack []entry
+	for _, e := range all {
+		for len(stack) > 0 && !stack[len(stack)-1].p.Contains(e.p.Addr()) {
+			stack = stack[:len(stack)-1]
+		}
+		if len(stack) > 0 {
+			outer := stack[len(stack)-1]
+			at, other := e, outer
+			if before(at.pos, other.pos) {
+				at, other = other, at
+			}
+			whose := fmt.Sprintf("WAN %q", c.WANs[other.wan].Name)
+			if other.wan == at.wan {
+				whose = "this WAN"
+			}
+			d.addError(at.pos, "prefixes6: %s overlaps %s of %s (%d:%d)", at.p, other.p, whose, other.pos.Line, other.pos.Col)
+		}
+		stack = append(stack, e)
+	}
+}
+
+// before reports whether a comes before b in the file.
+func before(a, b Pos) bool {
+	return a.Line < b.Line || a.Line == b.Line && a.Col < b.Col
 }
 
 // checkPolicies checks policy names and members, and returns the names of
 // the user's policies.
 func (d *decoder) checkPolicies(c *Config, src *sources, wans map[string]Pos) map[string]Pos {
-	names := map[string]Pos{}
+	names := newNames("policy")
 	for i, p := range c.Policies {
 		s := src.policy[i]
-		if p.Name != "" {
-			if first, dup := names[p.Name]; dup {
-				d.addError(s.name.pos, "duplicate policy name %q (first at %d:%d)", p.Name, first.Line, first.Col)
-			} else {
-				names[p.Name] = s.name.pos
-			}
-		}
+		names.add(d, p.Name, s.name.pos)
 		members := map[string]bool{}
 		for k, m := range p.Members {
 			wan := s.members[k]
@@ -105,23 +186,17 @@ func (d *decoder) checkPolicies(c *Config, src *sources, wans map[string]Pos) ma
 			members[m.WAN] = true
 		}
 	}
-	return names
+	return names.pos
 }
 
 // checkRules checks rule names and what rules refer to, and appends one
 // implicit policy per WAN named by a rule's `wan:`, in order of first use.
 func (d *decoder) checkRules(c *Config, src *sources, wans, policies map[string]Pos) {
-	names := map[string]Pos{}
+	names := newNames("rule")
 	implicit := map[string]bool{}
 	for i, r := range c.Rules {
 		s := src.rule[i]
-		if r.Name != "" {
-			if first, dup := names[r.Name]; dup {
-				d.addError(s.name.pos, "duplicate rule name %q (first at %d:%d)", r.Name, first.Line, first.Col)
-			} else {
-				names[r.Name] = s.name.pos
-			}
-		}
+		names.add(d, r.Name, s.name.pos)
 		if s.policy.given() && s.policyName != "" {
 			if _, ok := policies[s.policyName]; !ok {
 				s.policy.errorf("unknown policy %q", s.policyName)

@@ -4,10 +4,18 @@
 // (FILE:LINE:COL), and all of them are reported, not only the first:
 // a user fixing a config should not have to run check once per mistake.
 // Nothing in this package touches the kernel.
+//
+// The daemon parses a reload with the same code as `multiwan check`, so a
+// hostile or broken file must never make parsing hang or exhaust memory:
+// files are read only if regular and within a size limit (read.go), the
+// YAML is checked against limits of nesting, values and length before the
+// YAML library sees it (prescan.go), and what aliases expand to is bounded
+// (maxNodes, maxAliasDepth).
 package config
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -22,6 +30,8 @@ const (
 	DefaultRulePriority         = 1000
 	DefaultSocket               = "/run/multiwan/multiwan.sock"
 	DefaultSocketMode    uint32 = 0o600
+	DefaultStateDir             = "/run/multiwan"
+	DefaultHookTimeout          = 10 * time.Second
 	DefaultProbeMethod          = "icmp"
 	DefaultProbeInterval        = 500 * time.Millisecond
 	DefaultProbeTimeout         = 1 * time.Second
@@ -61,8 +71,14 @@ type Config struct {
 	// LocalTraffic steers the router's own connections too.
 	LocalTraffic bool
 	Control      Control
-	// Hooks are executables run on every state change.
-	Hooks []string
+	// Hooks are executables run on every state change; HookTimeout bounds
+	// each run.
+	Hooks       []string
+	HookTimeout time.Duration
+	// StateDir is the directory where the daemon keeps what must survive
+	// its crash, such as the sysctl values it changed, to be restored by
+	// the next run.
+	StateDir string
 }
 
 // WAN is one uplink.
@@ -195,3 +211,8 @@ func (c *Config) PolicyByName(name string) (*Policy, bool) {
 // shorthand refers to. The colon keeps it apart from user policy names, which
 // cannot contain one.
 func ImplicitPolicyName(wan string) string { return "wan:" + wan }
+
+// NFTName is name as it appears in nft identifiers (set and chain names):
+// '-' becomes '_'. Names of one kind that differ only there would share an
+// nft object, so the config refuses them.
+func NFTName(name string) string { return strings.ReplaceAll(name, "-", "_") }

@@ -42,20 +42,25 @@ func (l ErrorList) Lines() []string {
 	return lines
 }
 
-// sorted orders the errors by position and drops exact repeats, which arise
-// when an alias makes the same bad node be decoded more than once. Errors at
-// the same position keep the order they were found in.
-func (l ErrorList) sorted() ErrorList {
+// sorted orders the errors by file, the config file's first (named main,
+// then list files in the order their first error was found), then by
+// position, and drops exact repeats. Errors at the same position keep the
+// order they were found in.
+func (l ErrorList) sorted(main string) ErrorList {
 	seen := make(map[Error]bool, len(l))
+	rank := map[string]int{main: 0}
 	out := make(ErrorList, 0, len(l))
 	for _, e := range l {
 		if !seen[*e] {
 			seen[*e] = true
 			out = append(out, e)
 		}
+		if _, ok := rank[e.File]; !ok {
+			rank[e.File] = len(rank)
+		}
 	}
 	slices.SortStableFunc(out, func(a, b *Error) int {
-		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Col, b.Col))
+		return cmp.Or(cmp.Compare(rank[a.File], rank[b.File]), cmp.Compare(a.Line, b.Line), cmp.Compare(a.Col, b.Col))
 	})
 	return out
 }

@@ -4,10 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"net/netip"
-	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -17,44 +16,62 @@ import (
 const (
 	maxListBytes   = 64 << 20
 	maxListEntries = 1_000_000
+	// maxRuleAddrs bounds the addresses and prefixes of all rules
+	// together, counting a list once per rule that uses it: each rule's
+	// lists become nft sets of its own, so a long list named by many
+	// rules multiplies the planner's work and the kernel's memory.
+	maxRuleAddrs = 2 * maxListEntries
 )
+
+// readListFile reads a list file; a variable so that tests can count reads.
+var readListFile = func(path string) ([]byte, error) { return readRegular(path, maxListBytes) }
 
 // listFile reads the addresses and prefixes of the list file named by v:
 // one per line, `#` starts a comment, blank lines are ignored. A relative
 // path is taken from the config file's directory. Errors in the file are
 // reported as LIST:LINE:COL; a file that cannot be read, at v.
+//
+// Each file is read and parsed once per load, however many rules name it
+// (through aliases or not): its errors are reported once, at the first
+// rule, and later rules share the result.
 func (d *decoder) listFile(v value) (string, []netip.Prefix) {
 	name, ok := v.str()
 	if !ok {
 		return "", nil
 	}
-	path := name
+	path := filepath.Clean(name)
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(filepath.Dir(d.file), path)
 	}
-	f, err := os.Open(path)
+	if list, ok := d.lists[path]; ok {
+		return path, list
+	}
+	if d.lists == nil {
+		d.lists = map[string][]netip.Prefix{}
+	}
+	d.lists[path] = nil // until read: an error is reported once
+	data, err := readListFile(path)
+	if p, ok := err.(*fileProblem); ok {
+		v.errorf("list file %s %s", path, p.msg)
+		return path, nil
+	}
 	if err != nil {
 		v.errorf("cannot read list file: %v", err)
 		return path, nil
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxListBytes+1))
-	if err != nil {
-		v.errorf("cannot read list file %s: %v", path, err)
-		return path, nil
-	}
-	if len(data) > maxListBytes {
-		v.errorf("list file %s is larger than %d MiB", path, maxListBytes>>20)
-		return path, nil
-	}
 	prefixes, errs := parseList(path, data)
-	d.errs = append(d.errs, errs...)
+	for _, e := range errs {
+		d.report(*e)
+	}
 	if len(prefixes) == 0 && len(errs) == 0 {
 		// An empty list would leave the rule without this match, so it
 		// would match everything: never what an empty file means.
 		v.errorf("list file %s has no addresses", path)
 	}
-	return path, prefixes
+	// Rules share the list: nothing appends to it in place (see
+	// addPrefixes).
+	d.lists[path] = slices.Clip(prefixes)
+	return path, d.lists[path]
 }
 
 // parseList parses the text of a list file.
@@ -64,7 +81,7 @@ func parseList(path string, data []byte) ([]netip.Prefix, ErrorList) {
 	fail := func(line, col int, format string, args ...any) {
 		errs = append(errs, &Error{File: path, Line: line, Col: col, Msg: fmt.Sprintf(format, args...)})
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc := bufio.NewScanner(bytes.NewReader(bytes.TrimPrefix(data, utf8BOM)))
 	sc.Buffer(make([]byte, 4096), 1<<20)
 	for n := 1; sc.Scan(); n++ {
 		line := sc.Text()

@@ -143,7 +143,9 @@ rules:
 default_policy: nope
 `,
 		want: []string{
+			"t.yaml:4:6: a rule without a match field matches every connection; to change where unmatched traffic goes, set default_policy",
 			`t.yaml:4:24: policy: unknown policy "nope"`,
+			"t.yaml:5:6: a rule without a match field matches every connection; to change where unmatched traffic goes, set default_policy",
 			`t.yaml:5:21: wan: unknown WAN "nope"`,
 			`t.yaml:6:17: default_policy: unknown policy "nope"`,
 		},
@@ -161,6 +163,7 @@ rules:
 default_policy: p
 `,
 		want: []string{
+			"t.yaml:4:5: a rule without a match field matches every connection; to change where unmatched traffic goes, set default_policy",
 			"t.yaml:6:5: a rule takes wan or policy, not both",
 			"t.yaml:7:5: a rule needs wan or policy",
 		},
@@ -270,7 +273,7 @@ default_policy: p
 `,
 		want: []string{
 			`t.yaml:6:17: interval: expected a duration like 500ms, got "5 minutes"`,
-			"t.yaml:7:16: timeout: must be greater than 0, got 0s",
+			"t.yaml:7:16: timeout: must be at least 10ms, got 0s",
 			"t.yaml:8:13: down: must be at least 1, got 0",
 			`t.yaml:9:11: up: expected an integer, got "two"`,
 			"t.yaml:10:17: max_loss: must be in 0%..100%, got 150%",
@@ -357,6 +360,7 @@ rules: [{wan: a}]
 			"t.yaml:4:13: name is required",
 			"t.yaml:4:24: wan is required",
 			"t.yaml:5:10: name is required",
+			"t.yaml:5:10: a rule without a match field matches every connection; to change where unmatched traffic goes, set default_policy",
 		},
 	},
 	{
@@ -498,6 +502,7 @@ control: {mode: 0o1777}
 			`t.yaml:3:72: last_resort: expected unreachable, blackhole or main, got "drop"`,
 			`t.yaml:3:86: sticky: expected flow or source, got "host"`,
 			`t.yaml:4:12: duplicate policy name "p" (first at 3:12)`,
+			"t.yaml:6:6: a rule without a match field matches every connection; to change where unmatched traffic goes, set default_policy",
 			"t.yaml:6:32: movable: expected true or false, got 1",
 			`t.yaml:7:12: duplicate rule name "r" (first at 6:12)`,
 			"t.yaml:7:30: proto: expected tcp, udp, icmp, icmpv6, sctp, udplite, gre, esp or a number 0..255, got 256",
@@ -613,7 +618,7 @@ func TestErrorListSorted(t *testing.T) {
 		{Line: 2, Col: 1, Msg: "d"},
 	}
 	want := []string{"1:2: a", "1:5: b", "2:1: c", "2:1: d"}
-	if got := l.sorted().Lines(); !reflect.DeepEqual(got, want) {
+	if got := l.sorted("").Lines(); !reflect.DeepEqual(got, want) {
 		t.Errorf("sorted = %q, want %q", got, want)
 	}
 }
@@ -717,7 +722,9 @@ func TestFullConfig(t *testing.T) {
 		DefaultPolicy: "balanced",
 		LocalTraffic:  true,
 		Control:       Control{Socket: "/run/multiwan/multiwan.sock", Mode: 0o600},
-		Hooks:         []string{"/etc/multiwan/hooks/notify"},
+		Hooks:         []string{"/bin/true"},
+		HookTimeout:   5 * time.Second,
+		StateDir:      "/run/multiwan",
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("Load:\n got %+v\nwant %+v", cfg, want)
@@ -734,7 +741,8 @@ default_policy: p
 	}
 	if cfg.MarkMask != DefaultMarkMask || cfg.RulePriority != DefaultRulePriority ||
 		cfg.LocalTraffic != DefaultLocalTraffic || cfg.Control.Socket != DefaultSocket ||
-		cfg.Control.Mode != DefaultSocketMode || cfg.Hooks != nil || cfg.Rules != nil {
+		cfg.Control.Mode != DefaultSocketMode || cfg.Hooks != nil || cfg.Rules != nil || cfg.StateDir != DefaultStateDir ||
+		cfg.HookTimeout != DefaultHookTimeout {
 		t.Errorf("top-level defaults not applied: %+v", cfg)
 	}
 	w := cfg.WANs[0]
@@ -788,7 +796,7 @@ rules:
     policy: p
   - {name: s, proto: 47, wan: c}
   - {name: t, proto: 99, wan: c, dst: 10.0.0.0/8}
-  - {name: u, wan: a}
+  - {name: u, wan: a, iif: eth1}
 default_policy: p
 local_traffic: false
 control: {socket: /tmp/m.sock, mode: "0660"}
@@ -860,7 +868,8 @@ hooks:
 }
 
 // TestReservedDefaultTable checks that the 153rd WAN, whose default table
-// would be 253, is told to set its table.
+// would be 253, is told to set its table, besides the limit of 99 WANs that
+// makes it unreachable today.
 func TestReservedDefaultTable(t *testing.T) {
 	var b strings.Builder
 	b.WriteString("mark_mask: 0xffff0000\nwans:\n")
@@ -869,7 +878,8 @@ func TestReservedDefaultTable(t *testing.T) {
 	}
 	b.WriteString("policies: [{name: p, members: [{wan: w0}]}]\ndefault_policy: p\n")
 	_, err := Parse("t.yaml", []byte(b.String()))
-	want := "t.yaml:155:6: the default table 253 of this WAN is reserved for the kernel's default table; set table"
+	want := "t.yaml:102:6: at most 99 WANs (ip rule priorities are allocated in bands of 100)\n" +
+		"t.yaml:155:6: the default table 253 of this WAN is reserved for the kernel's default table; set table"
 	if err == nil || err.Error() != want {
 		t.Errorf("Parse = %v, want %s", err, want)
 	}
@@ -904,7 +914,7 @@ func TestAliasBomb(t *testing.T) {
 	b.WriteString("wans: [{name: a, interface: eth0, gateway: auto, <<: *m9}]\n")
 	start := time.Now()
 	_, err := Parse("t.yaml", []byte(b.String()))
-	if err == nil || !strings.Contains(err.Error(), "config too large: aliases expand to more than 10000000 values") {
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("config too large: aliases expand to more than %d values", maxNodes)) {
 		t.Errorf("Parse = %v, want a config too large error", err)
 	}
 	if d := time.Since(start); d > 10*time.Second {

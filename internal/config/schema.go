@@ -1,9 +1,13 @@
 package config
 
 import (
+	"errors"
+	"io/fs"
 	"math"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -12,9 +16,23 @@ const (
 	// maxRulePriority leaves room for the 600 priorities multiwan's ip rules
 	// occupy below 32000, where distributions start their own rules.
 	maxRulePriority = 32000 - 600
+	// A hook gets at least minHookTimeout (starting a program takes
+	// milliseconds) and at most maxHookTimeout: one stuck hook holds its
+	// queue of events that long.
+	minHookTimeout = 100 * time.Millisecond
+	maxHookTimeout = 10 * time.Minute
 	// minProbeInterval keeps a typo (1ns) from flooding a target.
 	minProbeInterval = 10 * time.Millisecond
-	maxWeight        = 1000
+	// minProbeTimeout keeps a typo (1ns) from failing every probe: no
+	// answer comes back that fast, and the WAN would never be up.
+	minProbeTimeout = 10 * time.Millisecond
+	// maxWANs keeps the ip rules of each kind within their band of 100
+	// priorities (RulePriority + 100 + WAN id, + 200 + id, ...).
+	maxWANs = 99
+	// maxSocketPath is the longest path a unix socket address holds:
+	// sun_path is 108 bytes, including the terminating NUL.
+	maxSocketPath = 107
+	maxWeight     = 1000
 	// maxInt bounds counts with no natural limit (tiers, rounds), so that
 	// they fit an int anywhere.
 	maxInt = math.MaxInt32
@@ -33,6 +51,8 @@ type sources struct {
 
 type wanSource struct {
 	name, iface, table value
+	// prefixes6 are the positions of the WAN's prefixes6, in order.
+	prefixes6 []Pos
 }
 
 type policySource struct {
@@ -65,6 +85,8 @@ func (d *decoder) config(root value) *Config {
 		RulePriority: DefaultRulePriority,
 		LocalTraffic: DefaultLocalTraffic,
 		Control:      Control{Socket: DefaultSocket, Mode: DefaultSocketMode},
+		StateDir:     DefaultStateDir,
+		HookTimeout:  DefaultHookTimeout,
 	}
 	var src sources
 	keys, ok := root.mapping("", fields{
@@ -125,9 +147,23 @@ func (d *decoder) config(root value) *Config {
 		"hooks": func(v value) {
 			items, _ := v.list(false)
 			for _, item := range items {
-				if p, ok := absPath(item); ok {
+				if p, ok := absPath(item); ok && hook(item, p) {
 					c.Hooks = append(c.Hooks, p)
 				}
+			}
+		},
+		"hook_timeout": func(v value) {
+			if t, ok := v.duration(minHookTimeout); ok {
+				if t > maxHookTimeout {
+					v.errorf("must be at most %s, got %s", maxHookTimeout, t)
+					return
+				}
+				c.HookTimeout = t
+			}
+		},
+		"state_dir": func(v value) {
+			if p, ok := absPath(v); ok {
+				c.StateDir = p
 			}
 		},
 	})
@@ -166,6 +202,10 @@ func (d *decoder) wan(v value, index int) (WAN, wanSource) {
 		"name": func(v value) {
 			src.name = v
 			w.Name, _ = name(v, "WAN", maxWANName)
+			if w.Name == "auto" {
+				// A policy may be called auto: `use` names WANs only.
+				v.errorf(`"auto" is reserved: "multiwan use auto" returns to the automatic choice`)
+			}
 		},
 		"interface": func(v value) {
 			src.iface = v
@@ -223,13 +263,14 @@ func (d *decoder) wan(v value, index int) (WAN, wanSource) {
 			}
 		},
 		"prefixes6": func(v value) {
-			for _, p := range prefixes(v) {
+			eachPrefix(v, func(p netip.Prefix, item value) {
 				if !p.Addr().Is6() {
 					v.errorf("%s is not an IPv6 prefix", p)
-					continue
+					return
 				}
 				w.Prefixes6 = append(w.Prefixes6, p)
-			}
+				src.prefixes6 = append(src.prefixes6, item.pos)
+			})
 		},
 		"table": func(v value) {
 			src.table = v
@@ -274,7 +315,7 @@ func (d *decoder) probe(v value, p *Probe) {
 			}
 		},
 		"timeout": func(v value) {
-			if t, ok := v.duration(positive); ok {
+			if t, ok := v.duration(minProbeTimeout); ok {
 				p.Timeout = t
 			}
 		},
@@ -418,17 +459,17 @@ func (d *decoder) rule(v value) (Rule, ruleSource) {
 			src.name = v
 			r.Name, _ = name(v, "rule", maxRuleName)
 		},
-		"src": func(v value) { r.Src = append(r.Src, prefixes(v)...) },
-		"dst": func(v value) { r.Dst = append(r.Dst, prefixes(v)...) },
+		"src": func(v value) { r.Src = addPrefixes(r.Src, prefixes(v)) },
+		"dst": func(v value) { r.Dst = addPrefixes(r.Dst, prefixes(v)) },
 		"src_file": func(v value) {
 			var list []netip.Prefix
 			r.SrcFile, list = d.listFile(v)
-			r.Src = append(r.Src, list...)
+			r.Src = addPrefixes(r.Src, list)
 		},
 		"dst_file": func(v value) {
 			var list []netip.Prefix
 			r.DstFile, list = d.listFile(v)
-			r.Dst = append(r.Dst, list...)
+			r.Dst = addPrefixes(r.Dst, list)
 		},
 		"proto": func(v value) { r.Proto, protoOK = proto(v) },
 		"src_port": func(v value) {
@@ -481,6 +522,14 @@ func (d *decoder) rule(v value) (Rule, ruleSource) {
 	case !hasWAN && !hasPolicy:
 		d.addError(v.pos, "a rule needs wan or policy")
 	}
+	if !slices.ContainsFunc(matchFields, func(f string) bool { _, ok := keys[f]; return ok }) {
+		d.addError(v.pos, "a rule without a match field matches every connection; to change where unmatched traffic goes, set default_policy")
+	}
+	n := len(r.Src) + len(r.Dst)
+	if d.ruleAddrs <= maxRuleAddrs && d.ruleAddrs+n > maxRuleAddrs {
+		d.addError(v.pos, "the rules hold more than %d addresses and prefixes in all, counting a list once per rule that uses it; share long lists among fewer rules", maxRuleAddrs)
+	}
+	d.ruleAddrs += n
 	// Only these protocols have ports; nft would reject `th dport` on others
 	// or, worse, match garbage.
 	if protoOK && !portProtos[r.Proto] {
@@ -497,12 +546,31 @@ func (d *decoder) rule(v value) (Rule, ruleSource) {
 
 var portProtos = map[string]bool{"tcp": true, "udp": true, "sctp": true, "udplite": true}
 
+// matchFields are the keys of a rule that restrict what it matches.
+var matchFields = []string{"src", "dst", "src_file", "dst_file", "proto", "src_port", "dst_port", "iif"}
+
+// addPrefixes appends list to to. An empty to takes list itself, clipped,
+// so that a list file named by many rules is held once: any later append
+// copies it rather than writing into the shared array.
+func addPrefixes(to, list []netip.Prefix) []netip.Prefix {
+	if len(to) == 0 {
+		return slices.Clip(list)
+	}
+	return append(to, list...)
+}
+
 func (d *decoder) control(v value, c *Control) {
 	v.mapping("control", fields{
 		"socket": func(v value) {
-			if p, ok := absPath(v); ok {
-				c.Socket = p
+			p, ok := absPath(v)
+			if !ok {
+				return
 			}
+			if len(p) > maxSocketPath {
+				v.errorf("%q is %d bytes long; a unix socket path holds at most %d", p, len(p), maxSocketPath)
+				return
+			}
+			c.Socket = p
 		},
 		"mode": func(v value) {
 			if m, ok := fileMode(v); ok {
@@ -524,4 +592,30 @@ func absPath(v value) (string, bool) {
 		return "", false
 	}
 	return s, true
+}
+
+// hook checks that the hook at path, named by v, is a file multiwan can
+// run: it exists, is a regular file (a symlink to one is fine) and is
+// executable by someone. A hook that cannot be checked for lack of
+// permission is accepted: `multiwan check` may run as a user who cannot
+// see into the daemon's directories.
+func hook(v value, path string) bool {
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		v.errorf("%s does not exist", path)
+		return false
+	case errors.Is(err, fs.ErrPermission):
+		return true
+	case err != nil:
+		v.errorf("cannot use %s: %v", path, err)
+		return false
+	case !st.Mode().IsRegular():
+		v.errorf("%s is %s, not a regular file", path, describeMode(st.Mode()))
+		return false
+	case st.Mode().Perm()&0o111 == 0:
+		v.errorf("%s is not executable (mode %#o)", path, st.Mode().Perm())
+		return false
+	}
+	return true
 }

@@ -93,10 +93,16 @@ func matchList(v value) []value {
 // prefixes decodes a list of addresses and CIDR prefixes; a single address
 // becomes a /32 or /128.
 func prefixes(v value) []netip.Prefix {
-	const want = "an IP address or CIDR prefix"
-	items := matchList(v)
 	var out []netip.Prefix
-	for _, item := range items {
+	eachPrefix(v, func(p netip.Prefix, _ value) { out = append(out, p) })
+	return out
+}
+
+// eachPrefix decodes a list of addresses and CIDR prefixes like prefixes,
+// calling f with each valid one and the item it came from.
+func eachPrefix(v value, f func(netip.Prefix, value)) {
+	const want = "an IP address or CIDR prefix"
+	for _, item := range matchList(v) {
 		s, ok := item.text(want)
 		if !ok {
 			continue
@@ -104,7 +110,7 @@ func prefixes(v value) []netip.Prefix {
 		s = strings.TrimSpace(s)
 		if !strings.Contains(s, "/") {
 			if a, ok := addr(item, s, want); ok {
-				out = append(out, netip.PrefixFrom(a, a.BitLen()))
+				f(netip.PrefixFrom(a, a.BitLen()), item)
 			}
 			continue
 		}
@@ -119,9 +125,8 @@ func prefixes(v value) []netip.Prefix {
 			item.errorf("%s has host bits set; did you mean %s?", s, m)
 			continue
 		}
-		out = append(out, p)
+		f(p, item)
 	}
-	return out
 }
 
 // protocols are the names proto accepts, with their numbers, in the order

@@ -1,14 +1,14 @@
 package conntrack
 
 // Root tests: they create and delete real conntrack entries, each test in a
-// named network namespace of its own (mwc<pid>-<n>) that it deletes when it
-// ends. The Cleaner's socket is opened by a thread that has switched into
-// that namespace, so every request it ever sends lands there, whichever
-// thread sends it; the thread switches back before it is reused, and a
-// thread that cannot switch back is left locked so that the Go runtime ends
-// it. Nothing is ever created or deleted in the host's namespace: TestMain
-// checks that the host has no entry from the test address ranges before and
-// after the run, and that no test namespace is left behind.
+// named network namespace of its own (nstest.NewNS: mwt<pid>-<n>-ct) that
+// is deleted when it ends. The Cleaner's socket is opened by a thread that
+// has switched into that namespace (nstest.Do), so every request it ever
+// sends lands there, whichever thread sends it. Nothing is ever created or
+// deleted in the host's namespace: TestMain (nstest.Main) checks that the
+// host's namespace, and its conntrack entries from the test address
+// ranges, are the same before and after the run, and that no test
+// namespace is left behind.
 //
 // Addresses: 198.51.100.0/24, 203.0.113.0/24, 198.18.0.0/15, 2001:db8::/32.
 
@@ -18,39 +18,18 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	ct "github.com/ti-mo/conntrack"
-	"github.com/vishvananda/netns"
+
+	"github.com/multiwan/multiwan/internal/lab/nstest"
 )
 
-func TestMain(m *testing.M) {
-	var before string
-	root := os.Geteuid() == 0
-	if root {
-		before = hostTestEntries()
-	}
-	code := m.Run()
-	if root {
-		if after := hostTestEntries(); after != before {
-			fmt.Fprintf(os.Stderr, "FAIL: the host's conntrack table changed in the test ranges\nbefore:\n%s\nafter:\n%s\n", before, after)
-			code = 1
-		}
-		out, _ := exec.Command("ip", "netns", "list").CombinedOutput()
-		prefix := fmt.Sprintf("mwc%d-", os.Getpid())
-		if strings.Contains(string(out), prefix) {
-			fmt.Fprintf(os.Stderr, "FAIL: test namespaces left behind:\n%s", out)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nstest.Main(m, hostTestEntries) }
 
 // hostTestEntries lists the host namespace's conntrack entries that involve
 // the test address ranges. TestMain's goroutine never switches namespaces,
@@ -72,36 +51,14 @@ func hostTestEntries() string {
 	return strings.Join(hits, "")
 }
 
-// requireRoot fails the test when not root, unless MULTIWAN_SKIP_E2E=1.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("MULTIWAN_SKIP_E2E") == "1" {
-		t.Skip("needs root (MULTIWAN_SKIP_E2E=1)")
-	}
-	t.Fatal("needs root to create network namespaces (set MULTIWAN_SKIP_E2E=1 to skip)")
-}
-
-var nsSeq atomic.Int32
-
 // testNetns creates a named network namespace that is deleted when the test
 // ends, and returns its name and a Cleaner whose socket lives in it.
 func testNetns(t *testing.T) (string, *Cleaner) {
 	t.Helper()
-	requireRoot(t)
-	name := fmt.Sprintf("mwc%d-%d", os.Getpid(), nsSeq.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
+	nstest.RequireRoot(t, "ip", "conntrack")
+	ns := nstest.NewNS(t, "ct")
 	var c *Cleaner
-	err := inNetns(name, func() error {
+	err := ns.Do(func() error {
 		var err error
 		c, err = Open()
 		return err
@@ -111,54 +68,7 @@ func testNetns(t *testing.T) (string, *Cleaner) {
 	}
 	// Registered after the namespace's cleanup, so it runs before it.
 	t.Cleanup(func() { c.Close() })
-	return name, c
-}
-
-// inNetns runs fn on a fresh OS thread switched into namespace name, after
-// checking that the switch took and that it is not the host's namespace.
-func inNetns(name string, fn func() error) error {
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		return fmt.Errorf("open namespace %s: %w", name, err)
-	}
-	defer target.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if orig.Equal(target) {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("namespace %s is the calling thread's own", name)
-			return
-		}
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter namespace %s: %w", name, err)
-			return
-		}
-		cur, err := netns.Get()
-		if err == nil && !cur.Equal(target) {
-			err = fmt.Errorf("thread is not in namespace %s after setns", name)
-		}
-		cur.Close()
-		if err == nil {
-			err = fn()
-		}
-		if rerr := netns.Set(orig); rerr != nil {
-			// Stay locked: the runtime ends this thread with the goroutine.
-			errc <- errors.Join(err, fmt.Errorf("return to the original namespace: %w", rerr))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
+	return ns.Name, c
 }
 
 // nsRun runs a command inside namespace ns and returns its output.

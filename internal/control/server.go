@@ -1,92 +1,29 @@
-// Package control is the daemon's control socket and its client: the
-// commands `multiwan status`, `use` and `reload` talk to the running daemon
-// through it.
-//
-// The protocol is a unix stream socket carrying one JSON request per line,
-// each answered by one JSON response on one line:
-//
-//	{"cmd":"status"}            → {"ok":true,"status":{...}}
-//	{"cmd":"use","wan":"isp2"}  → {"ok":true}
-//	{"cmd":"reload"}            → {"ok":false,"error":"FILE:LINE:COL: ...\n..."}
-//
-// A connection may carry several requests in turn. Requests are untrusted
-// input: lines are bounded in length, unknown commands, unknown fields and
-// malformed JSON are answered with an error, and a client that stalls is
-// disconnected.
 package control
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 )
 
-// Handler carries out the requests. Its methods are called from one
-// goroutine per connection, so several may run at once.
-type Handler interface {
-	// Status reports the daemon's current view.
-	Status() Status
-	// Use makes wan the preferred member of every policy that contains it;
-	// "" or "auto" returns to the health-driven choice.
-	Use(wan string) error
-	// Reload re-reads the configuration. When the new file is invalid it
-	// returns its errors (a config.ErrorList, one FILE:LINE:COL line each)
-	// and changes nothing.
-	Reload() error
-}
-
-const (
-	// MaxLine bounds a request line, newline included. Real requests are
-	// tiny; the bound keeps a broken or hostile client from making the
-	// daemon buffer without end.
-	MaxLine = 64 << 10
-	// maxConns bounds the connections served at once. Further clients wait
-	// in the listen backlog until a slot frees.
-	maxConns = 32
-	// defaultTimeout bounds each read of a request and each write of a
-	// response.
-	defaultTimeout = 5 * time.Second
-)
-
-// Commands of the protocol.
-const (
-	cmdStatus = "status"
-	cmdUse    = "use"
-	cmdReload = "reload"
-)
-
-// request is one line from a client.
-type request struct {
-	Cmd string `json:"cmd"`
-	WAN string `json:"wan,omitempty"`
-}
-
-// response is one line to a client. Error carries a failed command's
-// message verbatim, newlines included.
-type response struct {
-	OK     bool    `json:"ok"`
-	Error  string  `json:"error,omitempty"`
-	Status *Status `json:"status,omitempty"`
-}
-
-// Server is a listening control socket.
+// Server is the control socket: a unix socket serving the control API
+// (NewAPI with Control set) over HTTP/1.1, hardened against clients that
+// stall, flood or send junk.
 type Server struct {
-	path    string
-	ln      *net.UnixListener
-	ino     uint64 // the socket file's inode, to remove only our own
-	timeout time.Duration
-	closed  chan struct{} // closed with the listener
+	path   string
+	ln     *net.UnixListener
+	ino    uint64 // the socket file's inode, to remove only our own
+	lim    limits
+	closed chan struct{} // closed with the listener
 
 	closeOnce sync.Once
 	closeErr  error
@@ -145,7 +82,7 @@ func Listen(path string, mode os.FileMode) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	s := &Server{path: path, ln: ln, timeout: defaultTimeout, closed: make(chan struct{})}
+	s := &Server{path: path, ln: ln, lim: defaultLimits, closed: make(chan struct{})}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		s.ino = st.Ino
 	}
@@ -180,207 +117,446 @@ func removeStale(path string) error {
 	return nil
 }
 
+// Limits of the unix-socket server; see limits.
+const (
+	// maxConns bounds the open connections. Each costs a goroutine and
+	// two 4 KiB buffers; no real use needs more than a handful at once.
+	maxConns = 128
+	// readHeaderTimeout bounds the wait for a new connection's request
+	// header: local clients send theirs in one write, so one that sends
+	// nothing, or a byte at a time, is dropped after it.
+	readHeaderTimeout = time.Second
+	// readTimeout bounds the reading of a whole request, body included.
+	readTimeout = 5 * time.Second
+	// idleTimeout bounds the wait for the next request on a kept-alive
+	// connection.
+	idleTimeout = 2 * time.Second
+	// maxHeaderBytes bounds a request's header (net/http allows 4 KiB of
+	// slack over it).
+	maxHeaderBytes = 8 << 10
+	// shutdownGrace is how long Serve lets requests in flight finish once
+	// it stops; after it their contexts are cancelled.
+	shutdownGrace = 5 * time.Second
+)
+
+// limits are the server's bounds; tests shrink them.
+type limits struct {
+	maxConns          int
+	readHeaderTimeout time.Duration
+	readTimeout       time.Duration
+	idleTimeout       time.Duration
+	writeTimeout      time.Duration
+	maxHeaderBytes    int
+	maxStreams        int
+	shutdownGrace     time.Duration
+}
+
+var defaultLimits = limits{
+	maxConns:          maxConns,
+	readHeaderTimeout: readHeaderTimeout,
+	readTimeout:       readTimeout,
+	idleTimeout:       idleTimeout,
+	writeTimeout:      DefaultWriteTimeout,
+	maxHeaderBytes:    maxHeaderBytes,
+	maxStreams:        DefaultMaxStreams,
+	shutdownGrace:     shutdownGrace,
+}
+
 // Path returns the socket's path.
 func (s *Server) Path() string { return s.path }
 
-// Serve answers requests with h until ctx ends or s is closed, then waits
-// for the requests under way to finish. It returns nil on either of those,
-// or the error that stopped it from accepting. log may be nil.
+// Serve answers requests with the control API over h (use and reload
+// allowed) until ctx ends or s is closed. Then it stops accepting, closes
+// idle connections, ends event streams, and lets the requests in flight
+// finish for a few seconds before cancelling them. It returns nil on
+// either of those, or the error that stopped it from accepting. log may
+// be nil.
 func (s *Server) Serve(ctx context.Context, h Handler, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	stop := context.AfterFunc(ctx, func() { s.closeListener() })
-	defer stop()
+	lim := s.lim
+	stopStreams := make(chan struct{})
+	// Requests run under base: it ends only when the grace period is over.
+	base, forceStop := context.WithCancel(context.Background())
+	defer forceStop()
 
+	cl := newConnLimiter(s.ln, lim.maxConns, lim.writeTimeout, s.closed, s.closeListener, log)
+	hs := &http.Server{
+		Handler: NewAPI(h, APIOptions{
+			Control:      true,
+			Log:          log,
+			Done:         stopStreams,
+			MaxStreams:   lim.maxStreams,
+			WriteTimeout: lim.writeTimeout,
+		}),
+		ReadHeaderTimeout: lim.readHeaderTimeout,
+		ReadTimeout:       lim.readTimeout,
+		IdleTimeout:       lim.idleTimeout,
+		// No WriteTimeout: it would cut event streams. The API sets a
+		// deadline before each write instead, and cl one for the server's
+		// own answers to broken requests.
+		MaxHeaderBytes:               lim.maxHeaderBytes,
+		DisableGeneralOptionsHandler: true,
+		ConnState:                    cl.connState,
+		ConnContext:                  connContext,
+		BaseContext:                  func(net.Listener) context.Context { return base },
+		// net/http logs clients' protocol errors: they are the clients'
+		// problem, not the daemon's.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	hs.Protocols = &protocols
+
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(cl) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case <-s.closed:
+	case err = <-served:
+		served = nil
+	}
+	s.closeListener()
+	close(stopStreams)
+
+	grace, cancel := context.WithTimeout(context.Background(), lim.shutdownGrace)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- hs.Shutdown(grace) }()
+	// Shutdown counts a new connection as busy for its first 5 s; ours
+	// that have not sent a request yet are idle, and go now.
+	cl.closeIdle()
+	if serr := <-shut; errors.Is(serr, context.DeadlineExceeded) {
+		log.Warn("control socket: requests still running after the grace period; cancelling them", "grace", lim.shutdownGrace)
+		forceStop()
+		hs.Close()
+	}
+	if served != nil {
+		<-served
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	return nil
+}
+
+// Peer is the process at the other end of a unix-socket connection, as
+// the kernel reported it when the connection was made (SO_PEERCRED).
+type Peer struct {
+	UID int `json:"uid"`
+	GID int `json:"gid"`
+	PID int `json:"pid"`
+}
+
+type peerKey struct{}
+
+// PeerFrom returns the peer of the connection a request came on, when it
+// came on the unix socket.
+func PeerFrom(ctx context.Context) (Peer, bool) {
+	p, ok := ctx.Value(peerKey{}).(Peer)
+	return p, ok
+}
+
+// connContext puts a connection's peer in its requests' context.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*trackedConn); ok && tc.hasPeer {
+		return context.WithValue(ctx, peerKey{}, tc.peer)
+	}
+	return ctx
+}
+
+// peerOf asks the kernel who is at the other end of a connection.
+func peerOf(raw syscall.RawConn) (Peer, bool) {
+	if raw == nil {
+		return Peer{}, false
+	}
 	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns = map[net.Conn]struct{}{}
-		slots = make(chan struct{}, maxConns)
+		cred *syscall.Ucred
+		err  error
 	)
-	defer func() {
-		// Unblock connections waiting for a request; those running a
-		// command finish it first. serveConn checks s.closed after each
-		// deadline it sets, so none can push its deadline past this one.
-		s.closeListener()
-		mu.Lock()
-		for c := range conns {
-			c.SetReadDeadline(time.Now())
-		}
-		mu.Unlock()
-		wg.Wait()
-	}()
+	if cerr := raw.Control(func(fd uintptr) {
+		cred, err = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); cerr != nil || err != nil {
+		return Peer{}, false
+	}
+	return Peer{UID: int(cred.Uid), GID: int(cred.Gid), PID: int(cred.Pid)}, true
+}
 
-	var backoff time.Duration
+// connLimiter is the listener the HTTP server accepts from. It keeps at
+// most max connections open without letting idle ones starve the rest:
+// when full, a new connection evicts an idle one (no request in progress),
+// provided it has been idle for minIdle and has no request waiting in its
+// socket: the one idle longest among those that never sent a request, else
+// the one idle longest among those kept alive between requests (a client
+// that sent a request is likelier to send another). Only when no
+// connection can be evicted does Accept wait. Its lock is held for
+// bookkeeping only, never across I/O.
+type connLimiter struct {
+	ln           net.Listener
+	max          int
+	minIdle      time.Duration
+	writeTimeout time.Duration
+	closed       <-chan struct{} // closed with the listener
+	close        func() error
+	log          *slog.Logger
+
+	mu    sync.Mutex
+	conns map[*trackedConn]struct{}
+	wake  chan struct{} // closed when a connection closes or becomes idle, if someone waits
+}
+
+// minIdle is how long a connection must have been idle before it can be
+// evicted: a client that just connected, or just got an answer on a
+// kept-alive connection, is about to send its request.
+const minIdle = 100 * time.Millisecond
+
+// trackedConn is a connection counted by a connLimiter.
+type trackedConn struct {
+	net.Conn
+	l       *connLimiter
+	raw     syscall.RawConn // nil if the connection has no descriptor
+	peer    Peer
+	hasPeer bool
+
+	// Guarded by l.mu.
+	idle      bool
+	idleSince time.Time
+	used      bool // a request came on it
+
+	closeOnce sync.Once
+}
+
+func newConnLimiter(ln net.Listener, max int, writeTimeout time.Duration, closed <-chan struct{}, close func() error, log *slog.Logger) *connLimiter {
+	return &connLimiter{ln: ln, max: max, minIdle: minIdle, writeTimeout: writeTimeout, closed: closed, close: close,
+		log: log, conns: map[*trackedConn]struct{}{}}
+}
+
+// Accept waits for a connection and a place for it.
+func (l *connLimiter) Accept() (net.Conn, error) {
+	c, err := l.ln.Accept()
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			// net/http retries after a pause.
+			l.log.Warn("control socket: accept", "err", err)
+		}
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, l: l}
+	if sc, ok := c.(syscall.Conn); ok {
+		tc.raw, _ = sc.SyscallConn()
+	}
+	tc.peer, tc.hasPeer = peerOf(tc.raw)
+	if err := l.admit(tc); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// admit counts tc in once there is room for it, evicting an idle
+// connection if need be.
+func (l *connLimiter) admit(tc *trackedConn) error {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
-		// Take a slot before accepting, so that a flood of clients waits
-		// in the kernel's backlog instead of in the daemon's memory.
-		select {
-		case slots <- struct{}{}:
-		case <-s.closed:
+		l.mu.Lock()
+		if len(l.conns) < l.max {
+			tc.idle, tc.idleSince = true, time.Now()
+			l.conns[tc] = struct{}{}
+			l.mu.Unlock()
 			return nil
 		}
-		c, err := s.ln.Accept()
-		if err != nil {
-			<-slots
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			// Out of file descriptors and the like: wait, then go on.
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ECONNABORTED) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				log.Warn("control socket: accept", "err", err)
-				select {
-				case <-time.After(backoff):
-				case <-s.closed:
-					return nil
-				}
-				continue
-			}
-			return fmt.Errorf("control socket: %w", err)
+		now := time.Now()
+		candidates, ripe, ripeUnused := l.idleLocked(now)
+		if l.wake == nil {
+			l.wake = make(chan struct{})
 		}
-		backoff = 0
-		mu.Lock()
-		conns[c] = struct{}{}
-		mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer func() {
-				c.Close()
-				mu.Lock()
-				delete(conns, c)
-				mu.Unlock()
-				<-slots
-				wg.Done()
-			}()
-			s.serveConn(c, h, log)
-		}()
-	}
-}
+		wake := l.wake
+		l.mu.Unlock()
 
-// serveConn answers the requests of one connection until the client hangs
-// up, stalls or sends a line too long to be a request.
-func (s *Server) serveConn(c net.Conn, h Handler, log *slog.Logger) {
-	r := bufio.NewReaderSize(c, 4096)
-	for {
-		c.SetReadDeadline(time.Now().Add(s.timeout))
-		select {
-		case <-s.closed:
-			return
-		default:
-		}
-		line, err := readLine(r, MaxLine)
-		if errors.Is(err, errTooLong) {
-			// The rest of the line cannot be told from a next request, so
-			// the connection ends after the answer.
-			s.reply(c, response{Error: fmt.Sprintf("request longer than %d bytes", MaxLine)}, log)
-			return
-		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				log.Debug("control socket: read", "err", err)
+		evicted := false
+		for _, cand := range candidates {
+			if cand.used && !ripeUnused.IsZero() {
+				// Rather a connection that never sent a request, in a
+				// moment, than one kept alive now.
+				ripe = ripeUnused
+				break
 			}
-			return
+			if cand.c.hasInput() {
+				continue // its request is here: it is about to be busy
+			}
+			l.mu.Lock()
+			still := cand.c.idle && cand.c.idleSince.Equal(cand.since)
+			l.mu.Unlock()
+			if !still {
+				continue // busy since, or busy and idle again
+			}
+			l.log.Debug("control socket: full, dropping an idle connection", "idle", now.Sub(cand.since).Round(time.Millisecond), "used", cand.used)
+			cand.c.Close()
+			evicted = true
+			break
 		}
-		if len(bytes.TrimSpace(line)) == 0 {
+		if evicted {
 			continue
 		}
-		if !s.reply(c, s.handle(line, h, log), log) {
-			return
+		// Wait for a connection to close or become idle, or for an idle
+		// one to be idle long enough.
+		var tick <-chan time.Time
+		if !ripe.IsZero() || len(candidates) > 0 {
+			d := l.minIdle
+			if !ripe.IsZero() {
+				d = min(d, ripe.Sub(now))
+			}
+			if timer == nil {
+				timer = time.NewTimer(d)
+			} else {
+				timer.Reset(d)
+			}
+			tick = timer.C
+		}
+		select {
+		case <-wake:
+		case <-tick:
+		case <-l.closed:
+			return net.ErrClosed
 		}
 	}
 }
 
-// handle parses and carries out one request. A panic in the handler is
-// reported to the client and logged; it does not take the daemon down.
-func (s *Server) handle(line []byte, h Handler, log *slog.Logger) (resp response) {
-	var req request
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return response{Error: "malformed request: " + err.Error()}
-	}
-	if dec.More() {
-		return response{Error: "malformed request: more than one JSON value on a line"}
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			log.Error("control socket: handler panicked", "cmd", req.Cmd, "panic", p)
-			resp = response{Error: fmt.Sprintf("internal error in %s: %v", req.Cmd, p)}
-		}
-	}()
-	switch req.Cmd {
-	case cmdStatus:
-		st := h.Status().normalized()
-		return response{OK: true, Status: &st}
-	case cmdUse:
-		log.Info("control: use", "wan", req.WAN)
-		if err := h.Use(req.WAN); err != nil {
-			return response{Error: err.Error()}
-		}
-		return response{OK: true}
-	case cmdReload:
-		log.Info("control: reload")
-		if err := h.Reload(); err != nil {
-			return response{Error: err.Error()}
-		}
-		return response{OK: true}
-	case "":
-		return response{Error: `malformed request: no "cmd"`}
-	default:
-		return response{Error: fmt.Sprintf("unknown command %q", truncate(req.Cmd, 64))}
-	}
+// candidate is a connection that may be evicted, as it was when chosen.
+type candidate struct {
+	c     *trackedConn
+	since time.Time
+	used  bool
 }
 
-// reply writes one response line; it reports whether the connection is
-// still usable.
-func (s *Server) reply(c net.Conn, resp response, log *slog.Logger) bool {
-	b, err := json.Marshal(resp)
-	if err != nil {
-		// Only a Status holding NaN or ±Inf can get here.
-		b, _ = json.Marshal(response{Error: "cannot encode response: " + err.Error()})
+// idleLocked returns the connections idle for at least minIdle, in the
+// order they should be evicted (never used first, then longest idle); when
+// the next of the others will have been idle that long, and the next of
+// those that never sent a request. l.mu is held.
+func (l *connLimiter) idleLocked(now time.Time) (candidates []candidate, ripe, ripeUnused time.Time) {
+	earliest := func(t *time.Time, at time.Time) {
+		if t.IsZero() || at.Before(*t) {
+			*t = at
+		}
 	}
-	c.SetWriteDeadline(time.Now().Add(s.timeout))
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		log.Debug("control socket: write", "err", err)
+	for c := range l.conns {
+		if !c.idle {
+			continue
+		}
+		if at := c.idleSince.Add(l.minIdle); at.After(now) {
+			earliest(&ripe, at)
+			if !c.used {
+				earliest(&ripeUnused, at)
+			}
+			continue
+		}
+		candidates = append(candidates, candidate{c: c, since: c.idleSince, used: c.used})
+	}
+	slices.SortFunc(candidates, func(a, b candidate) int {
+		if a.used != b.used {
+			if !a.used {
+				return -1
+			}
+			return 1
+		}
+		return a.since.Compare(b.since)
+	})
+	return candidates, ripe, ripeUnused
+}
+
+// hasInput reports whether bytes wait in c's socket: a request the server
+// has not read yet.
+func (c *trackedConn) hasInput() bool {
+	if c.raw == nil {
 		return false
 	}
-	return true
+	var (
+		n   int
+		err error
+		buf [1]byte
+	)
+	if cerr := c.raw.Control(func(fd uintptr) {
+		n, _, err = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	}); cerr != nil {
+		return false
+	}
+	return err == nil && n > 0
 }
 
-var errTooLong = errors.New("line too long")
-
-// readLine reads up to and including the next newline, failing with
-// errTooLong once more than max bytes have come without one. A last line
-// without a newline counts as a line.
-func readLine(r *bufio.Reader, max int) ([]byte, error) {
-	var line []byte
-	for {
-		chunk, err := r.ReadSlice('\n')
-		if len(line)+len(chunk) > max {
-			return nil, errTooLong
-		}
-		line = append(line, chunk...)
-		switch {
-		case err == nil:
-			return line, nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case errors.Is(err, io.EOF) && len(line) > 0:
-			return line, nil
-		default:
-			return nil, err
-		}
+// connState follows the HTTP server's view of each connection.
+func (l *connLimiter) connState(c net.Conn, state http.ConnState) {
+	tc, ok := c.(*trackedConn)
+	if !ok {
+		return
+	}
+	if state == http.StateActive {
+		// Bounds the server's own writes for this request (100 Continue,
+		// its answers to requests too broken to reach the API); the API
+		// sets a deadline of its own before each of its writes.
+		tc.SetWriteDeadline(time.Now().Add(l.writeTimeout))
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, open := l.conns[tc]; !open {
+		return
+	}
+	switch state {
+	case http.StateActive:
+		tc.idle, tc.used = false, true
+	case http.StateIdle:
+		tc.idle, tc.idleSince = true, time.Now()
+		l.wakeLocked()
 	}
 }
 
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
+// closeIdle closes the connections with no request in progress.
+func (l *connLimiter) closeIdle() {
+	l.mu.Lock()
+	var idle []*trackedConn
+	for c := range l.conns {
+		if c.idle {
+			idle = append(idle, c)
+		}
 	}
-	return s
+	l.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
+}
+
+func (l *connLimiter) wakeLocked() {
+	if l.wake != nil {
+		close(l.wake)
+		l.wake = nil
+	}
+}
+
+// Close closes the listener (the http.Server closes it at shutdown).
+func (l *connLimiter) Close() error {
+	l.close()
+	return nil
+}
+
+func (l *connLimiter) Addr() net.Addr { return l.ln.Addr() }
+
+// Close closes the connection and frees its place.
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.wakeLocked()
+		c.l.mu.Unlock()
+	})
+	return err
 }
 
 func (s *Server) closeListener() error {
@@ -392,7 +568,8 @@ func (s *Server) closeListener() error {
 }
 
 // Close stops accepting connections and removes the socket file, unless
-// another daemon has put its own there since.
+// another daemon has put its own there since. Serve then winds down as when
+// its context ends.
 func (s *Server) Close() error {
 	err := s.closeListener()
 	if errors.Is(err, net.ErrClosed) {

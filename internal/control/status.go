@@ -22,6 +22,26 @@ type Status struct {
 	// Policies6 is Policies for IPv6, present when some WAN carries IPv6:
 	// the families are decided apart.
 	Policies6 []PolicyStatus `json:"policies6,omitempty"`
+	// Daemon is the health of multiwan's own control plane: failures to
+	// make the kernel match the plan, and repairs of state that others
+	// removed.
+	Daemon *DaemonStatus `json:"daemon,omitempty"`
+	// Events are the last things that happened, oldest first.
+	Events []Event `json:"events,omitempty"`
+}
+
+// DaemonStatus is the health of multiwan's own control plane.
+type DaemonStatus struct {
+	Config        string     `json:"config"`                // config file in use
+	ApplyError    string     `json:"apply_error,omitempty"` // last failure to make the kernel match the plan, until an apply succeeds
+	ApplyErrorAt  *time.Time `json:"apply_error_at,omitempty"`
+	ApplyFailures int        `json:"apply_failures,omitempty"` // consecutive failures
+	NextRetry     *time.Time `json:"next_retry,omitempty"`
+	LastApply     *time.Time `json:"last_apply,omitempty"`  // last successful apply
+	Repairs       int        `json:"repairs"`               // repairs of state others removed, since start
+	LastRepair    string     `json:"last_repair,omitempty"` // what was missing and who removed it
+	LastRepairAt  *time.Time `json:"last_repair_at,omitempty"`
+	RepairBackoff string     `json:"repair_backoff,omitempty"` // set while repairs are slowed down because something keeps undoing them
 }
 
 // WANStatus is one WAN's health and addressing.
@@ -74,19 +94,27 @@ func (s Status) normalized() Status {
 	if s.WANs == nil {
 		s.WANs = []WANStatus{}
 	}
-	policies := make([]PolicyStatus, len(s.Policies))
-	for i, p := range s.Policies {
-		if p.Active == nil {
-			p.Active = []Share{}
-		}
-		policies[i] = p
+	s.Policies = normalizedPolicies(s.Policies)
+	if s.Policies6 != nil {
+		s.Policies6 = normalizedPolicies(s.Policies6)
 	}
-	s.Policies = policies
 	return s
 }
 
+func normalizedPolicies(in []PolicyStatus) []PolicyStatus {
+	out := make([]PolicyStatus, len(in))
+	for i, p := range in {
+		if p.Active == nil {
+			p.Active = []Share{}
+		}
+		out[i] = p
+	}
+	return out
+}
+
 // Table writes s as a human-readable table: one row per WAN, then one line
-// per policy, then the override.
+// per policy, then the override, then one line per problem of the daemon
+// itself (failing applies, repairs), only when there is one.
 func (s Status) Table(w io.Writer) {
 	s.table(w, time.Now())
 }
@@ -119,6 +147,55 @@ func (s Status) table(w io.Writer, now time.Time) {
 	} else {
 		fmt.Fprintf(w, "override: %s\n", s.Override)
 	}
+	s.Daemon.problems(w, now)
+}
+
+// problems writes a line per problem of the control plane: applies that
+// fail, and repairs of state that others removed.
+func (d *DaemonStatus) problems(w io.Writer, now time.Time) {
+	if d == nil {
+		return
+	}
+	if d.ApplyError != "" {
+		line := "apply: FAILED"
+		switch {
+		case d.ApplyFailures == 1:
+			line += " once"
+		case d.ApplyFailures > 1:
+			line += fmt.Sprintf(" %d times", d.ApplyFailures)
+		}
+		if d.ApplyErrorAt != nil {
+			line += ", last " + ago(now.Sub(*d.ApplyErrorAt)) + " ago"
+		}
+		line += ": " + oneLine(d.ApplyError)
+		if d.NextRetry != nil {
+			if wait := d.NextRetry.Sub(now); wait > 0 {
+				// Rounded up: "in 0s" would read as "now".
+				line += "; retrying in " + ago(wait+time.Second-1)
+			} else {
+				line += "; retrying now"
+			}
+		}
+		fmt.Fprintln(w, line)
+	}
+	if d.Repairs > 0 || d.RepairBackoff != "" {
+		line := fmt.Sprintf("repairs: %d", d.Repairs)
+		if d.LastRepairAt != nil {
+			line += ", last " + ago(now.Sub(*d.LastRepairAt)) + " ago"
+		}
+		if d.LastRepair != "" {
+			line += ": " + oneLine(d.LastRepair)
+		}
+		if d.RepairBackoff != "" {
+			line += "; slowed down: " + oneLine(d.RepairBackoff)
+		}
+		fmt.Fprintln(w, line)
+	}
+}
+
+// oneLine joins a multi-line message into one line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " / ")), " ")
 }
 
 // usesOf says which policies send new connections to each WAN, and how

@@ -1,15 +1,16 @@
 package daemon
 
 import (
+	"slices"
+	"time"
+
 	"github.com/multiwan/multiwan/internal/control"
 	"github.com/multiwan/multiwan/internal/plan"
 )
 
-// Status reports the WANs' health and where each policy sends new
-// connections, for `multiwan status`.
-func (d *Daemon) Status() control.Status {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+// publishStatus builds the status from the loop's state and publishes it
+// for Status, which any goroutine may call. Called by the loop (and New).
+func (d *Daemon) publishStatus() {
 	st := control.Status{Override: d.override, WANs: []control.WANStatus{}, Policies: []control.PolicyStatus{}}
 	for _, w := range d.cfg.WANs {
 		h := d.trackers[w.Name].Status()
@@ -73,7 +74,50 @@ func (d *Daemon) Status() control.Status {
 			st.Policies6 = policyStatus(d.applied.Policies6)
 		}
 	}
-	return st
+	st.Daemon = d.daemonStatus()
+	d.status.Store(&st)
+}
+
+// daemonStatus says how the control plane itself is doing: apply
+// failures, repairs, slowed repairs.
+func (d *Daemon) daemonStatus() *control.DaemonStatus {
+	ds := &control.DaemonStatus{Config: d.cfg.File, Repairs: d.repair.count}
+	if !d.lastApply.IsZero() {
+		ds.LastApply = utc(d.lastApply)
+	}
+	if d.retry.failures > 0 {
+		ds.ApplyError = d.retry.lastErr
+		ds.ApplyErrorAt = utc(d.retry.lastAt)
+		ds.ApplyFailures = d.retry.failures
+		if !d.retry.next.IsZero() {
+			// Shown on the status clock, which tests may fake.
+			ds.NextRetry = utc(d.opt.Now().Add(time.Until(d.retry.next)))
+		}
+	}
+	if d.repair.count > 0 {
+		ds.LastRepair = d.repair.last
+		ds.LastRepairAt = utc(d.repair.lastTS)
+	}
+	var notes []string
+	for kind, note := range d.repair.backoff {
+		// Said until a window passes without the state being removed.
+		if r := d.repair.recent[kind]; len(r) > 0 && time.Since(r[len(r)-1]) < d.repairWindow {
+			notes = append(notes, note)
+		}
+	}
+	slices.Sort(notes)
+	for i, n := range notes {
+		if i > 0 {
+			ds.RepairBackoff += "; "
+		}
+		ds.RepairBackoff += n
+	}
+	return ds
+}
+
+func utc(t time.Time) *time.Time {
+	u := t.UTC()
+	return &u
 }
 
 func policyStatus(choices []plan.PolicyChoice) []control.PolicyStatus {

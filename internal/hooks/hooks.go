@@ -11,7 +11,9 @@
 //
 // Running hooks never blocks the caller: a failover must not wait for a
 // notification script. Hooks of one event run concurrently, but each hook
-// sees its events in order, one at a time, through its own queue. A queue
+// sees its events in order, one at a time, through its own queue.
+// When a hook exits, anything still running in its process group is
+// killed too. A queue
 // that grows past 16 waiting events drops the oldest, with a warning:
 // a hook stuck for minutes gets the latest news, not a backlog.
 //
@@ -120,10 +122,11 @@ type Runner struct {
 }
 
 type job struct {
-	path string
-	ctx  context.Context
-	log  *slog.Logger
-	ev   Event
+	path    string
+	ctx     context.Context
+	log     *slog.Logger
+	ev      Event
+	timeout time.Duration
 }
 
 var defaultRunner Runner
@@ -131,7 +134,7 @@ var defaultRunner Runner
 // Run runs every hook in paths for ev, through a package-wide Runner with
 // the default timeout. See Runner.Run.
 func Run(ctx context.Context, log *slog.Logger, paths []string, ev Event) {
-	defaultRunner.Run(ctx, log, paths, ev)
+	defaultRunner.Run(ctx, log, paths, 0, ev)
 }
 
 // Wait waits for the hooks started by Run. See Runner.Wait.
@@ -141,7 +144,10 @@ func Wait(ctx context.Context) error { return defaultRunner.Wait(ctx) }
 // in a goroutine of its own; ctx bounds the runs (cancelling it kills
 // running hooks and skips queued ones), so pass the daemon's lifetime
 // context, not a request's.
-func (r *Runner) Run(ctx context.Context, log *slog.Logger, paths []string, ev Event) {
+//
+// timeout bounds each hook's run for this event; zero means the Runner's
+// Timeout.
+func (r *Runner) Run(ctx context.Context, log *slog.Logger, paths []string, timeout time.Duration, ev Event) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -156,7 +162,7 @@ func (r *Runner) Run(ctx context.Context, log *slog.Logger, paths []string, ev E
 			dropped = append(dropped, q[0])
 			q = append(q[:0], q[1:]...)
 		}
-		r.queues[path] = append(q, job{path: path, ctx: ctx, log: log, ev: ev})
+		r.queues[path] = append(q, job{path: path, ctx: ctx, log: log, ev: ev, timeout: timeout})
 		if !busy {
 			if r.active == 0 {
 				r.idle = make(chan struct{})
@@ -221,7 +227,10 @@ func (r *Runner) run(path string, j job) {
 		log.Warn("hook skipped: shutting down", "wan", j.ev.WAN, "err", err)
 		return
 	}
-	timeout := r.Timeout
+	timeout := j.timeout
+	if timeout <= 0 {
+		timeout = r.Timeout
+	}
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
@@ -248,6 +257,13 @@ func (r *Runner) run(path string, j job) {
 	start := time.Now()
 	err := cmd.Run()
 	took := time.Since(start).Round(time.Millisecond)
+	if cmd.Process != nil {
+		// Whatever the hook left behind in its group (a `cmd &` that
+		// outlived it) goes with it: a hook must not leave processes
+		// behind on a router that runs for months. A hook that means to
+		// start a service does so with systemd-run or setsid.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 
 	for line := range strings.Lines(out.buf.String()) {
 		log.Info("hook output", "line", strings.TrimRight(line, "\r\n"))

@@ -139,7 +139,7 @@ func TestEnvExact(t *testing.T) {
 	hook := script(t, "env", `tr '\0' '\n' < /proc/$$/environ`+"\n")
 	l, log := newLogs()
 	var r Runner
-	r.Run(context.Background(), log, []string{hook}, Event{Kind: "switch", WAN: "isp1", Interface: "wan1",
+	r.Run(context.Background(), log, []string{hook}, 0, Event{Kind: "switch", WAN: "isp1", Interface: "wan1",
 		State: "up", Policy: "balanced", Active: "isp1 75%, isp2 25%", Family: "ipv4"})
 	wait(t, &r)
 	var got []string
@@ -189,7 +189,7 @@ wait
 	l, log := newLogs()
 	r := Runner{Timeout: 200 * time.Millisecond}
 	start := time.Now()
-	r.Run(context.Background(), log, []string{hook}, Event{Kind: "down", WAN: "isp1"})
+	r.Run(context.Background(), log, []string{hook}, 0, Event{Kind: "down", WAN: "isp1"})
 	wait(t, &r)
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("the hook ran %s with a timeout of 200ms", took)
@@ -221,7 +221,7 @@ wait
 	var r Runner
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r.Run(ctx, log, []string{hook}, Event{Kind: "down", WAN: "isp1"})
+	r.Run(ctx, log, []string{hook}, 0, Event{Kind: "down", WAN: "isp1"})
 	pid := readFIFO(t, ready)
 	cancel() // the same kill as a timeout's
 	wait(t, &r)
@@ -281,7 +281,7 @@ func TestOutputLogged(t *testing.T) {
 	hook := script(t, "talk", "echo first\necho 'second line' >&2\necho third\n")
 	l, log := newLogs()
 	var r Runner
-	r.Run(context.Background(), log, []string{hook}, Event{Kind: "up", WAN: "isp1"})
+	r.Run(context.Background(), log, []string{hook}, 0, Event{Kind: "up", WAN: "isp1"})
 	wait(t, &r)
 	var lines []string
 	for _, rc := range l.match("hook output", map[string]string{"hook": hook, "event": "up"}) {
@@ -303,7 +303,7 @@ func TestOutputBounded(t *testing.T) {
 	hook := script(t, "chatty", "head -c 100000 /dev/zero | tr '\\0' a\n")
 	l, log := newLogs()
 	var r Runner
-	r.Run(context.Background(), log, []string{hook}, Event{Kind: "up"})
+	r.Run(context.Background(), log, []string{hook}, 0, Event{Kind: "up"})
 	wait(t, &r)
 	out := l.match("hook output", map[string]string{"hook": hook})
 	if len(out) != 1 || len(out[0].attrs["line"]) != maxOutput {
@@ -323,7 +323,7 @@ func TestFailures(t *testing.T) {
 	}
 	l, log := newLogs()
 	var r Runner
-	r.Run(context.Background(), log, []string{failing, missing, plain}, Event{Kind: "down", WAN: "isp1"})
+	r.Run(context.Background(), log, []string{failing, missing, plain}, 0, Event{Kind: "down", WAN: "isp1"})
 	wait(t, &r)
 	for _, c := range []struct {
 		msg  string
@@ -360,7 +360,7 @@ if [ "$MULTIWAN_STATE" = first ]; then read go < %s; fi
 	r := Runner{Timeout: 10 * time.Second}
 	ctx := context.Background()
 
-	r.Run(ctx, log, []string{blocking, quick}, Event{Kind: "up", State: "first"})
+	r.Run(ctx, log, []string{blocking, quick}, 0, Event{Kind: "up", State: "first"})
 	l.waitFor(t, "hook start", map[string]string{"hook": blocking})
 	// Hooks of one event run concurrently: quick is done while blocking
 	// still waits.
@@ -370,7 +370,7 @@ if [ "$MULTIWAN_STATE" = first ]; then read go < %s; fi
 	var slowest time.Duration
 	for i := 1; i <= events; i++ {
 		start := time.Now()
-		r.Run(ctx, log, []string{blocking}, Event{Kind: "down", State: strconv.Itoa(i)})
+		r.Run(ctx, log, []string{blocking}, 0, Event{Kind: "down", State: strconv.Itoa(i)})
 		slowest = max(slowest, time.Since(start))
 	}
 	if slowest > 5*time.Millisecond {
@@ -423,8 +423,8 @@ func TestCancel(t *testing.T) {
 	l, log := newLogs()
 	var r Runner
 	ctx, cancel := context.WithCancel(context.Background())
-	r.Run(ctx, log, []string{hook}, Event{Kind: "up", State: "1"})
-	r.Run(ctx, log, []string{hook}, Event{Kind: "up", State: "2"})
+	r.Run(ctx, log, []string{hook}, 0, Event{Kind: "up", State: "1"})
+	r.Run(ctx, log, []string{hook}, 0, Event{Kind: "up", State: "2"})
 	readFIFO(t, ready)
 	cancel()
 	wait(t, &r)
@@ -439,7 +439,7 @@ func TestWaitBound(t *testing.T) {
 	hook := script(t, "slow", "exec sleep 30\n")
 	_, log := newLogs()
 	r := Runner{Timeout: 500 * time.Millisecond}
-	r.Run(context.Background(), log, []string{hook}, Event{Kind: "up"})
+	r.Run(context.Background(), log, []string{hook}, 0, Event{Kind: "up"})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if err := r.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {

@@ -11,8 +11,13 @@
 //
 // Everything here acts on the network namespace of the calling thread, which
 // for the daemon is the namespace the process runs in: netlink sockets are
-// opened per request, nft is executed as a child process, and sysctls are
-// read through /proc/sys. Nothing switches namespaces.
+// opened per request (WatchTable's, which lives long, by the thread that
+// calls it), nft is executed as a child process, and sysctls are read
+// through /proc/sys. Nothing switches namespaces.
+//
+// WatchTable tells the daemon when someone else changes its nft table
+// (`nft flush ruleset` by a firewall reload, say), and Ours which of the
+// reported commits were its own, so that it repairs only the others.
 package kernel
 
 import (
@@ -40,6 +45,8 @@ type Kernel struct {
 	lastRules   []plan.Rule
 	lastRoutes  []plan.Route
 	lastSysctls []plan.Sysctl
+	// last is what the last Apply changed in the routing.
+	last Changes
 }
 
 // Invalidate forgets what was applied, so that the next Apply reconciles
@@ -60,6 +67,11 @@ func (k *Kernel) Recheck(ctx context.Context) {
 		k.NFT.Invalidate()
 	}
 }
+
+// Ours reports whether the nft commit that produced generation gen (see
+// TableChange.Gen) was one of this Kernel's own transactions; see
+// NFT.Ours for when it cannot tell and says false.
+func (k *Kernel) Ours(gen uint32) bool { return k.NFT.Ours(gen) }
 
 // New returns a Kernel that owns the nft table `inet <table>` and uses the
 // real /proc/sys. It fails when nft cannot be run.
@@ -117,6 +129,7 @@ func (k *Kernel) Apply(ctx context.Context, d *plan.Desired, log *slog.Logger) e
 		errs = append(errs, fmt.Errorf("nft table: %w", err))
 	}
 
+	k.last = Changes{RulesAdded: rulesAdded, RulesDeleted: rulesDeleted, RoutesAdded: routesAdded, RoutesDeleted: routesDeleted}
 	level := slog.LevelDebug
 	msg := "kernel routing unchanged"
 	if routesAdded+routesDeleted+rulesAdded+rulesDeleted > 0 {
@@ -128,6 +141,17 @@ func (k *Kernel) Apply(ctx context.Context, d *plan.Desired, log *slog.Logger) e
 		"routing_took", routed.Sub(start).Round(time.Microsecond), "nft_took", time.Since(routed).Round(time.Microsecond))
 	return errors.Join(errs...)
 }
+
+// Changes counts what an Apply changed in the routing.
+type Changes struct {
+	RulesAdded, RulesDeleted, RoutesAdded, RoutesDeleted int
+}
+
+// LastChanges returns what the last Apply changed in the routing. After a
+// netlink event reported one of multiwan's rules or routes deleted, it
+// tells a real removal (the apply put something back) from the echo of
+// multiwan's own deletion of a stale entry (nothing to put back).
+func (k *Kernel) LastChanges() Changes { return k.last }
 
 // Remove takes away everything Apply installed, in the reverse order: the
 // nft table first so that nothing is marked any more, then the rules, then

@@ -1,25 +1,11 @@
 package kernel
 
 // Root tests: they apply real state to a real kernel, each inside a network
-// namespace of its own, and check it with the ip and nft tools.
-//
-// How the isolation works, and why it holds: a test locks its goroutine to
-// its OS thread and unshares a new network namespace for that thread only
-// (netns.New). Everything the package does then lands in that namespace,
-// because all of it happens on that thread: netlink sockets are opened per
-// request by the calling thread, /proc/sys/net resolves to the namespace of
-// the thread that opens the file, and nft and ip are children forked by that
-// thread, which inherit its namespace. enterTestNetns checks the last point
-// before anything is changed, by comparing a child's /proc/self/ns/net with
-// the thread's. When the test ends the thread switches back and is unlocked;
-// should switching back fail, the thread stays locked and the Go runtime
-// ends it with the goroutine, so no other code ever runs in the namespace.
-// The namespace has no name and no mount; it disappears with its last
-// reference, taking its veth pair, rules, routes and nft tables along.
-//
-// TestMain also takes a snapshot of the host's namespace (nft tables, ip
-// rules, multiwan's routes, links, named namespaces, a few sysctls) before
-// and after all tests, and fails the run if anything differs.
+// namespace of its own (nstest.Enter: the test's goroutine, locked to its
+// thread, unshares a fresh namespace; netlink sockets, /proc/sys/net and the
+// nft and ip children all follow the thread), and check it with the ip and
+// nft tools. nstest.Main compares the host's namespace before and after all
+// tests, and Enter after each one.
 
 import (
 	"context"
@@ -31,127 +17,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/multiwan/multiwan/internal/config"
+	"github.com/multiwan/multiwan/internal/lab/nstest"
 	"github.com/multiwan/multiwan/internal/plan"
 )
 
-var (
-	// hostBefore is the host's snapshot taken before any test ran; empty
-	// when not root.
-	hostBefore string
-	// hostNetns names the host's network namespace, as net:[inode].
-	hostNetns string
-)
-
-func TestMain(m *testing.M) {
-	hostNetns, _ = os.Readlink("/proc/thread-self/ns/net")
-	if os.Geteuid() == 0 {
-		hostBefore = hostSnapshot()
-	}
-	code := m.Run()
-	if os.Geteuid() == 0 {
-		if after := hostSnapshot(); after != hostBefore {
-			fmt.Fprintf(os.Stderr, "FAIL: the host network namespace changed during the tests\nbefore:\n%s\nafter:\n%s", hostBefore, after)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// hostSnapshot describes the parts of the calling thread's namespace the
-// tests could touch. TestMain's goroutine never switches namespaces, so
-// called from there it describes the host's.
-func hostSnapshot() string {
-	var b strings.Builder
-	for _, cmd := range [][]string{
-		{"nft", "list", "tables"},
-		{"ip", "-4", "rule"},
-		{"ip", "-6", "rule"},
-		{"ip", "-4", "route", "show", "table", "all", "proto", "77"},
-		{"ip", "-6", "route", "show", "table", "all", "proto", "77"},
-		{"ip", "-br", "link"},
-	} {
-		out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput()
-		fmt.Fprintf(&b, "$ %s (err=%v)\n%s", strings.Join(cmd, " "), err, out)
-	}
-	for _, key := range []string{"net/ipv4/ip_forward", "net/ipv4/conf/all/rp_filter", "net/ipv4/conf/all/src_valid_mark"} {
-		v, err := os.ReadFile("/proc/sys/" + key)
-		fmt.Fprintf(&b, "%s=%s (err=%v)\n", key, strings.TrimSpace(string(v)), err)
-	}
-	return b.String()
-}
-
-// enterTestNetns moves the test, locked to its thread, into a new network
-// namespace until it ends. Everything that touches the kernel must run on
-// the test's own goroutine: a subtest or another goroutine is elsewhere (a
-// subtest may call enterTestNetns itself).
-func enterTestNetns(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("MULTIWAN_SKIP_E2E") == "1" {
-			t.Skip("not root and MULTIWAN_SKIP_E2E=1")
-		}
-		t.Fatal("kernel root tests need root (set MULTIWAN_SKIP_E2E=1 to skip them)")
-	}
-	runtime.LockOSThread()
-	hostLink, err := os.Readlink("/proc/thread-self/ns/net")
-	if err != nil || hostLink != hostNetns {
-		// Nested use, or a thread that leaked out of a test namespace:
-		// switching "back" would not return to the host.
-		runtime.UnlockOSThread()
-		t.Fatalf("not starting from the host namespace %s: in %s (%v)", hostNetns, hostLink, err)
-	}
-	host, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	ns, err := netns.New()
-	if err != nil {
-		// The unshare may have happened before the error: only a thread
-		// that is back in the host namespace may be handed back.
-		if netns.Set(host) == nil {
-			runtime.UnlockOSThread()
-		}
-		host.Close()
-		t.Fatalf("new network namespace: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := netns.Set(host); err != nil {
-			t.Errorf("back to the host namespace: %v (the thread stays locked and dies with the test)", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		ns.Close()
-		host.Close()
-		// Back in the host namespace: it must be as it was, which names
-		// the test that leaked, should one ever do so.
-		if now := hostSnapshot(); hostBefore != "" && now != hostBefore {
-			t.Errorf("the host namespace changed:\n%s\nwas:\n%s", now, hostBefore)
-		}
-	})
-
-	testLink, err := os.Readlink("/proc/thread-self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if testLink == hostLink || ns.Equal(host) {
-		t.Fatalf("still in the host namespace %s", hostLink)
-	}
-	child := strings.TrimSpace(run(t, "readlink", "/proc/self/ns/net"))
-	if child != testLink {
-		t.Fatalf("a child process runs in %s, not in the test namespace %s: nft would change the host", child, testLink)
-	}
-	t.Logf("test namespace %s (host %s)", testLink, hostLink)
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // run executes a command from the test's thread, so in its namespace.
 func run(t *testing.T, name string, args ...string) string {
@@ -305,7 +182,7 @@ func noLines(t *testing.T, what, out string, patterns ...string) {
 }
 
 func TestRootApplyAdoptChangeRemove(t *testing.T) {
-	enterTestNetns(t)
+	nstest.Enter(t)
 	setupWAN(t)
 	ctx := context.Background()
 	const rpFilter, validMark = "net/ipv4/conf/wan1/rp_filter", "net/ipv4/conf/wan1/src_valid_mark"
@@ -443,7 +320,7 @@ func lastRecord(t *testing.T, recs []map[string]any, msg string) map[string]any 
 }
 
 func TestRootMissingInterfaceFailsOnlyItsRoute(t *testing.T) {
-	enterTestNetns(t)
+	nstest.Enter(t)
 	setupWAN(t)
 	var r Routing
 	routes := []plan.Route{
@@ -480,7 +357,7 @@ func TestRootMissingInterfaceFailsOnlyItsRoute(t *testing.T) {
 // TestRootBadTableKeepsOldOne checks the transaction with the real nft: a
 // table that nft refuses leaves the installed one exactly as it was.
 func TestRootBadTableKeepsOldOne(t *testing.T) {
-	enterTestNetns(t)
+	nstest.Enter(t)
 	ctx := context.Background()
 	n, err := NewNFT("multiwan")
 	if err != nil {
@@ -524,7 +401,7 @@ func TestRootExamplePlans(t *testing.T) {
 }
 
 func applyExample(t *testing.T, file string) {
-	enterTestNetns(t)
+	nstest.Enter(t)
 	cfg, err := config.Load(file)
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -23,7 +24,25 @@ type NFT struct {
 	// stale names the terminal chains that still hold, behind their
 	// current rules, the rules of earlier versions (see Compact).
 	stale map[string]bool
+
+	// generation reads the ruleset generation (Generation); nil when it
+	// cannot be read, as with a knftables.Fake, and then no commit is
+	// known to be ours.
+	generation func() (uint32, error)
+	// ours holds the generations of the last len(ours) transactions known
+	// to be this adapter's, as a ring at next; 0 is never a generation.
+	ours [ownGenerations]uint32
+	next int
+	// genErr is the last failure to read the generation around a
+	// transaction, nil after a success.
+	genErr error
 }
+
+// ownGenerations bounds the record of own commits. The daemon looks a
+// commit up when its notification arrives, at most a few transactions
+// later; anything older is forgotten and would be taken for someone
+// else's, which costs one unneeded repair.
+const ownGenerations = 64
 
 // NewNFT returns an NFT for the table `inet <table>`, run through the nft
 // binary. It fails when nft is missing or not usable (no permission, no
@@ -33,12 +52,15 @@ func NewNFT(table string) (*NFT, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nft: %w", err)
 	}
-	return NewNFTFromInterface(nft, table), nil
+	n := NewNFTFromInterface(nft, table)
+	n.generation = Generation
+	return n, nil
 }
 
 // NewNFTFromInterface returns an NFT that uses nft, which must have been
 // created for the inet family and the same table name; tests pass a
-// knftables.Fake.
+// knftables.Fake. It does not read the kernel's ruleset generation, so
+// Ours is always false.
 func NewNFTFromInterface(nft knftables.Interface, table string) *NFT {
 	return &NFT{nft: nft, table: table}
 }
@@ -66,13 +88,88 @@ func (n *NFT) Apply(ctx context.Context, t *plan.Table) error {
 	if err != nil {
 		return err
 	}
-	if err := n.nft.Run(ctx, tx); err != nil {
+	if err := n.run(ctx, tx); err != nil {
 		n.last, n.stale = nil, nil
 		return fmt.Errorf("replace table inet %s: %w", n.table, err)
 	}
 	n.last = cloneTable(t)
 	return nil
 }
+
+// run runs tx and records the commit it made as ours, when that is
+// certain: the ruleset generation, read just before and just after, moved
+// by exactly one. Any other difference means another process committed in
+// between, and then none of the generations in the window counts as ours:
+// its notifications will look foreign, which costs one unneeded repair,
+// whereas taking a foreign commit for ours would hide a needed one.
+func (n *NFT) run(ctx context.Context, tx *knftables.Transaction) error {
+	if n.generation == nil {
+		return n.nft.Run(ctx, tx)
+	}
+	before, berr := n.generation()
+	err := n.nft.Run(ctx, tx)
+	after, aerr := n.generation()
+	if n.genErr = errors.Join(berr, aerr); n.genErr != nil {
+		return err
+	}
+	if after == nextGeneration(before) {
+		n.ours[n.next] = after
+		n.next = (n.next + 1) % len(n.ours)
+	}
+	return err
+}
+
+// nextGeneration is the generation the kernel gives the commit after the
+// one that made gen: it counts up and skips 0 when it wraps.
+func nextGeneration(gen uint32) uint32 {
+	if gen+1 == 0 {
+		return 1
+	}
+	return gen + 1
+}
+
+// Ours reports whether the nft commit that produced generation gen (a
+// TableChange's Gen) was one of this adapter's transactions (Apply,
+// Compact, Remove), among the last 64. It is false when that is not
+// certain: another process committed during the transaction, the
+// generation could not be read (see GenerationError), or gen is older.
+//
+// A commit's notification can be handled before run has recorded it only
+// if the two race on different goroutines; the daemon avoids that by
+// looking changes up on the goroutine that runs the transactions, after
+// they return.
+func (n *NFT) Ours(gen uint32) bool {
+	return gen != 0 && slices.Contains(n.ours[:], gen)
+}
+
+// OursRange reports whether every commit after generation since, up to
+// and including gen, was one of this adapter's (see Ours): then a loss of
+// notifications that covers exactly those commits (TableChange.Since and
+// Gen) hid nothing of anyone else's. It is true when since == gen (no
+// commit), and false when either is 0 (unknown) or the range is longer
+// than the record.
+func (n *NFT) OursRange(since, gen uint32) bool {
+	if since == 0 || gen == 0 {
+		return false
+	}
+	for g, i := since, 0; g != gen; i++ {
+		if i == len(n.ours) {
+			return false
+		}
+		g = nextGeneration(g)
+		if !n.Ours(g) {
+			return false
+		}
+	}
+	return true
+}
+
+// GenerationError returns the last failure to read the ruleset
+// generation around a transaction, or nil. While it is not nil the
+// adapter's own commits are not recognised (Ours is false for them), so a
+// caller that repairs on foreign changes should log it and not repair in
+// a loop.
+func (n *NFT) GenerationError() error { return n.genErr }
 
 // Invalidate forgets what Apply installed, so that the next Apply replaces
 // the whole table: used when the kernel may have been changed behind
@@ -106,7 +203,7 @@ func (n *NFT) Compact(ctx context.Context) error {
 			tx.Add(&knftables.Rule{Chain: c.Name, Rule: r})
 		}
 	}
-	if err := n.nft.Run(ctx, tx); err != nil {
+	if err := n.run(ctx, tx); err != nil {
 		n.last, n.stale = nil, nil
 		return fmt.Errorf("compact table inet %s: %w", n.table, err)
 	}
@@ -212,7 +309,7 @@ func (n *NFT) Remove(ctx context.Context) error {
 	// nft releases that predate `nft destroy`.
 	tx.Add(&knftables.Table{})
 	tx.Delete(&knftables.Table{})
-	if err := n.nft.Run(ctx, tx); err != nil {
+	if err := n.run(ctx, tx); err != nil {
 		return fmt.Errorf("delete table inet %s: %w", n.table, err)
 	}
 	return nil

@@ -16,7 +16,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/multiwan/multiwan/internal/lab/nstest"
 )
+
+// TestMain checks that the host's namespace is the same after the tests:
+// the lab is never connected to it.
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // requireE2E fails (rather than skips) when the lab cannot run, so a CI job
 // that silently lost root does not look green. MULTIWAN_SKIP_E2E=1 is the
@@ -26,14 +32,7 @@ func requireE2E(t *testing.T) {
 	if os.Getenv("MULTIWAN_SKIP_E2E") == "1" {
 		t.Skip("MULTIWAN_SKIP_E2E=1")
 	}
-	if os.Geteuid() != 0 {
-		t.Fatal("lab tests need root to create network namespaces; run as root, or set MULTIWAN_SKIP_E2E=1 to skip them")
-	}
-	for _, tool := range []string{"ip", "nft", "curl", "sysctl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("lab tests need %s: %v", tool, err)
-		}
-	}
+	nstest.RequireRoot(t, "ip", "nft", "curl", "sysctl")
 }
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {

@@ -1,26 +1,19 @@
 package lab
 
 import (
-	"errors"
-	"fmt"
 	"net"
-	"runtime"
 
-	"github.com/vishvananda/netns"
+	"github.com/multiwan/multiwan/internal/lab/nstest"
 )
 
-// inNS runs fn on an OS thread that has been switched into lab namespace
-// ns. fn must not start goroutines that depend on the namespace: only the
-// calling thread is switched.
-//
-// A fresh goroutine is used so the caller's thread is never touched, even
-// if the caller has locked itself to a thread. If switching back fails the
-// goroutine exits still locked, which makes the Go runtime terminate that
-// thread instead of reusing it in the wrong namespace.
 // InNS runs fn on an OS thread switched into lab namespace ns (a logical
 // name), then switches the thread back. Sockets fn creates stay in ns for
 // their whole life, whichever thread uses them later; the way tests and
-// benchmarks open raw or netlink sockets inside the lab.
+// benchmarks open raw or netlink sockets inside the lab. fn must not start
+// goroutines that depend on the namespace: only its thread is switched.
+// The switching is nstest.Do's: a fresh goroutine, so the caller's thread
+// is never touched, and a thread that cannot switch back dies locked
+// rather than being reused in the wrong namespace.
 func (l *Lab) InNS(ns string, fn func() error) error { return l.inNS(ns, fn) }
 
 func (l *Lab) inNS(ns string, fn func() error) error {
@@ -28,38 +21,7 @@ func (l *Lab) inNS(ns string, fn func() error) error {
 	if err != nil {
 		return err
 	}
-	target, err := netns.GetFromName(r)
-	if err != nil {
-		return fmt.Errorf("lab: open namespace %s: %w", r, err)
-	}
-	defer target.Close()
-
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("lab: get current namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			// setns failed, so the thread is still where it was.
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("lab: enter namespace %s: %w", r, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// Stay locked: the thread dies with this goroutine.
-			errc <- errors.Join(ferr, fmt.Errorf("lab: restore namespace: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return nstest.Do(r, fn)
 }
 
 // listen creates a listener in ns without registering it with the lab.

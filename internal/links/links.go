@@ -182,18 +182,31 @@ func learnGateway(routes []netlink.Route, ifindex int, v6 bool) netip.Addr {
 	return bestGW
 }
 
-// Watch calls changed (from its own goroutine) whenever a link, address or
-// route changes in the namespace, until ctx ends. Routes multiwan added
-// itself are not news; one of its routes deleted by someone else (or by the
-// kernel when a link went down) is reported with repair set, so the caller
-// puts it back even if its plan did not change. When the kernel reports lost
-// messages (a full socket buffer) it resubscribes and reports a repair, since
-// anything may have been missed.
-func Watch(ctx context.Context, log *slog.Logger, changed func(repair bool)) {
+// Change is one thing Watch noticed.
+type Change struct {
+	Repair bool   // something of multiwan's was removed: re-apply even if the plan did not change
+	What   string // for a repair: e.g. "ip rule 1101 deleted", "route default table 101 deleted"; empty otherwise
+}
+
+// whatLost is the What of a repair after a broken subscription.
+const whatLost = "netlink subscription lost"
+
+// Watch calls changed (from its own goroutine, the caller's: it blocks
+// until ctx ends) whenever a link, address or route changes in the
+// namespace, and when an ip rule of multiwan's is deleted. Routes and
+// rules multiwan added itself are not news; one of its routes or rules
+// deleted by someone else (or by the kernel when a link went down, or by
+// multiwan itself when it drops a stale one) is reported as a repair
+// saying what went, so the caller puts it back even if its plan did not
+// change. When a subscription fails, including the kernel reporting lost
+// messages (a full socket buffer), it resubscribes and reports a repair,
+// since anything may have been missed. The sockets are opened in the
+// network namespace of the calling thread.
+func Watch(ctx context.Context, log *slog.Logger, changed func(c Change)) {
 	for ctx.Err() == nil {
 		if err := watchOnce(ctx, changed); err != nil && ctx.Err() == nil {
 			log.Warn("netlink subscription lost, resubscribing", "err", err)
-			changed(true)
+			changed(Change{Repair: true, What: whatLost})
 			select {
 			case <-ctx.Done():
 			case <-time.After(100 * time.Millisecond):
@@ -202,10 +215,10 @@ func Watch(ctx context.Context, log *slog.Logger, changed func(repair bool)) {
 	}
 }
 
-func watchOnce(ctx context.Context, changed func(repair bool)) error {
+func watchOnce(ctx context.Context, changed func(c Change)) error {
 	done := make(chan struct{})
 	defer close(done)
-	failed := make(chan error, 3)
+	failed := make(chan error, 4)
 	onErr := func(err error) {
 		select {
 		case failed <- err:
@@ -215,6 +228,7 @@ func watchOnce(ctx context.Context, changed func(repair bool)) error {
 	linkCh := make(chan netlink.LinkUpdate, 64)
 	addrCh := make(chan netlink.AddrUpdate, 64)
 	routeCh := make(chan netlink.RouteUpdate, 256)
+	ruleCh := make(chan ruleEvent, 256)
 	const buf = 1 << 20
 	if err := netlink.LinkSubscribeWithOptions(linkCh, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr, ReceiveBufferSize: buf}); err != nil {
 		return err
@@ -223,6 +237,9 @@ func watchOnce(ctx context.Context, changed func(repair bool)) error {
 		return err
 	}
 	if err := netlink.RouteSubscribeWithOptions(routeCh, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr, ReceiveBufferSize: buf}); err != nil {
+		return err
+	}
+	if err := subscribeRules(ruleCh, done, onErr, buf); err != nil {
 		return err
 	}
 	for {
@@ -235,22 +252,41 @@ func watchOnce(ctx context.Context, changed func(repair bool)) error {
 			if !ok {
 				return errors.New("link updates closed")
 			}
-			changed(false)
+			changed(Change{})
 		case _, ok := <-addrCh:
 			if !ok {
 				return errors.New("address updates closed")
 			}
-			changed(false)
+			changed(Change{})
 		case u, ok := <-routeCh:
 			if !ok {
 				return errors.New("route updates closed")
 			}
 			switch {
 			case int(u.Protocol) != plan.RouteProtocol:
-				changed(false)
+				changed(Change{})
 			case u.Type == unix.RTM_DELROUTE:
-				changed(true)
+				changed(Change{Repair: true, What: routeDeleted(u.Route)})
 			}
+		case r := <-ruleCh:
+			// Only deletions of ours are sent: someone else's rules do
+			// not affect the plan, and our additions are ours.
+			changed(Change{Repair: true, What: r.String()})
 		}
 	}
+}
+
+// routeDeleted says which route of ours went, for the log.
+func routeDeleted(r netlink.Route) string {
+	dst := "default"
+	if r.Dst != nil {
+		if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+			dst = r.Dst.String()
+		}
+	}
+	s := fmt.Sprintf("route %s table %d deleted", dst, r.Table)
+	if r.Family == unix.AF_INET6 {
+		s += " (IPv6)"
+	}
+	return s
 }

@@ -387,12 +387,12 @@ func bucketsOf(t *testing.T, d *Desired, policy string) []string {
 	t.Helper()
 	var rule string
 	for _, c := range d.Table.Chains {
-		if c.Name == "policy_"+policy {
+		if c.Name == PolicyChain(policy) {
 			rule = c.Rules[0]
 		}
 	}
 	if !strings.Contains(rule, "jhash ip saddr mod 1024 seed 0x6d77616e vmap") {
-		t.Fatalf("policy_%s is not a source hash: %q", policy, rule)
+		t.Fatalf("%s is not a source hash: %q", PolicyChain(policy), rule)
 	}
 	owner := make([]string, Buckets)
 	for _, e := range anonElements(rule[strings.Index(rule, "{"):]) {
@@ -400,8 +400,12 @@ func bucketsOf(t *testing.T, d *Desired, policy string) []string {
 		if !ok {
 			hi = lo
 		}
+		wan, ok := WANOfChain(strings.TrimPrefix(e.Value, "goto "))
+		if !ok {
+			t.Fatalf("bucket %s: %q is not a WAN's chain", e.Key, e.Value)
+		}
 		for b := parseNum(lo); b <= parseNum(hi); b++ {
-			owner[b] = strings.TrimPrefix(e.Value, "goto wan_")
+			owner[b] = wan
 		}
 	}
 	for b, o := range owner {
@@ -506,8 +510,8 @@ func TestDualStack(t *testing.T) {
 	}
 	// The NAT66 set has isp2 only; IPv4 NAT both.
 	for _, s := range d.Table.Sets {
-		if s.Name == "nat6_oif" && (len(s.Elements) != 1 || s.Elements[0].Key != `"wan2"`) {
-			t.Errorf("nat6_oif %v", s.Elements)
+		if s.Name == SetNAT6OIF && (len(s.Elements) != 1 || s.Elements[0].Key != `"wan2"`) {
+			t.Errorf("%s %v", SetNAT6OIF, s.Elements)
 		}
 	}
 	// No IPv6 on any WAN: IPv6 is not classified at all.
@@ -542,7 +546,7 @@ func TestSurprisingLinks(t *testing.T) {
 			if o := only(t, d.Trace(toLAN, lanMain)); o.Route == nil || o.Route.Dev != "lan" {
 				t.Fatalf("LAN unreachable: %v", o)
 			}
-			if strings.Count(d.String(), "table inet multiwan") != 1 {
+			if strings.Count(d.String(), "table inet "+TableName) != 1 {
 				t.Fatal("no table")
 			}
 		})

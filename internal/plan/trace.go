@@ -68,9 +68,9 @@ func (o Outcome) String() string {
 // holds the routes of the main table (link, LAN and VPN routes, maybe a
 // DHCP default route). Outcomes are sorted by WAN then verdict.
 func (d *Desired) Trace(p Packet, main []Route) []Outcome {
-	hook := "prerouting"
+	hook := ChainPrerouting
 	if p.Local() {
-		hook = "output"
+		hook = ChainOutput
 	}
 	t := &tracer{d: d, p: p}
 	start := traceState{prob: 1, mark: p.Mark, ctmark: p.CtMark}
@@ -414,7 +414,8 @@ func anonElements(block string) []Element {
 	block = strings.TrimSuffix(strings.TrimPrefix(block, "{"), "}")
 	var els []Element
 	for _, part := range strings.Split(block, ",") {
-		k, v, _ := strings.Cut(part, ":")
+		// " : " and not ":": IPv6 keys are full of colons.
+		k, v, _ := strings.Cut(part, " : ")
 		els = append(els, Element{Key: strings.TrimSpace(k), Value: strings.TrimSpace(v)})
 	}
 	return els

@@ -10,13 +10,13 @@ package probe
 // on its lo), so a probe reaches them only if its mark sends it via B.
 // root6_test.go adds the same over IPv6.
 //
-// Isolation: namespaces are named mwp<pid>-<n>-<role> and deleted in
-// t.Cleanup. Commands run with `ip -n NAME` or `ip netns exec NAME`.
-// Sockets are created by a goroutine that locks its OS thread, switches it
-// into the namespace, creates the socket and switches back (a socket stays
-// in the namespace it was created in); the test's own goroutines never
-// leave the host namespace. TestMain compares a snapshot of the host's
-// namespace before and after all tests.
+// Isolation (nstest): namespaces are named mwt<pid>-<n>-<role> and deleted
+// in t.Cleanup. Commands run with `ip netns exec NAME`. Sockets are created
+// by a goroutine that locks its OS thread, switches it into the namespace,
+// creates the socket and switches back (a socket stays in the namespace it
+// was created in); the test's own goroutines never leave the host
+// namespace. TestMain compares a snapshot of the host's namespace before
+// and after all tests.
 
 import (
 	"fmt"
@@ -24,8 +24,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
-	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -36,7 +34,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/vishvananda/netns"
+
+	"github.com/multiwan/multiwan/internal/lab/nstest"
 )
 
 const (
@@ -51,143 +50,38 @@ var (
 	gatewayB = netip.MustParseAddr("198.51.100.6")
 )
 
-func TestMain(m *testing.M) {
-	var before string
-	root := os.Geteuid() == 0
-	if root {
-		before = hostSnapshot()
-	}
-	code := m.Run()
-	if root {
-		if after := hostSnapshot(); after != before {
-			fmt.Fprintf(os.Stderr, "FAIL: the host network namespace changed during the tests\nbefore:\n%s\nafter:\n%s", before, after)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// hostSnapshot describes what these tests could have touched in the host
-// namespace. Only this process's namespaces are listed: other packages'
-// tests may run at the same time.
-func hostSnapshot() string {
-	var b strings.Builder
-	for _, cmd := range [][]string{
-		{"nft", "list", "tables"},
-		{"ip", "-4", "rule"},
-		{"ip", "-4", "route", "show", "table", "all"},
-		{"ip", "-6", "rule"},
-		{"ip", "-6", "route", "show", "table", "all"},
-		{"ip", "-br", "link"},
-	} {
-		out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput()
-		// Routes learnt from router advertisements count down.
-		out = expires.ReplaceAll(out, nil)
-		fmt.Fprintf(&b, "$ %s (err=%v)\n%s", strings.Join(cmd, " "), err, out)
-	}
-	out, _ := exec.Command("ip", "netns", "list").CombinedOutput()
-	for _, l := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(l, nsPrefix()) {
-			fmt.Fprintf(&b, "leftover namespace %s\n", l)
-		}
-	}
-	return b.String()
-}
-
-var expires = regexp.MustCompile(` expires [0-9]+sec`)
-
-func nsPrefix() string { return fmt.Sprintf("mwp%d-", os.Getpid()) }
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // requireRoot fails the test when not root, unless MULTIWAN_SKIP_E2E=1.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("MULTIWAN_SKIP_E2E") == "1" {
-			t.Skip("not root and MULTIWAN_SKIP_E2E=1")
-		}
-		t.Fatal("the probe's kernel tests need root (set MULTIWAN_SKIP_E2E=1 to skip them)")
-	}
-	for _, tool := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not found: %v", tool, err)
-		}
-	}
-}
-
-var nsCount atomic.Int32
+func requireRoot(t *testing.T) { nstest.RequireRoot(t, "ip", "nft") }
 
 // labNS is one named namespace of a test.
 type labNS struct {
-	t    *testing.T
-	name string
-	h    netns.NsHandle
+	*nstest.NS
+	t *testing.T
 }
 
 func newNS(t *testing.T, role string) *labNS {
 	t.Helper()
-	name := fmt.Sprintf("%s%d-%s", nsPrefix(), nsCount.Add(1), role)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	n := &labNS{t: t, name: name, h: h}
-	n.ip("link", "set", "lo", "up")
-	return n
+	return &labNS{NS: nstest.NewNS(t, role), t: t}
 }
 
-// ip runs `ip -n NAME args...`.
+// ip runs `ip args...` inside the namespace.
 func (n *labNS) ip(args ...string) {
 	n.t.Helper()
-	n.exec(append([]string{"ip"}, args...)...)
+	n.Run(n.t, append([]string{"ip"}, args...)...)
 }
 
 // exec runs a command inside the namespace.
 func (n *labNS) exec(args ...string) {
 	n.t.Helper()
-	argv := append([]string{"netns", "exec", n.name}, args...)
-	if out, err := exec.Command("ip", argv...).CombinedOutput(); err != nil {
-		n.t.Fatalf("ip %s: %v: %s", strings.Join(argv, " "), err, out)
-	}
+	n.Run(n.t, args...)
 }
 
 // do runs fn on a thread that is in the namespace, then returns the
 // thread to the host namespace. It is the nsFunc given to run, and the
 // way the tests create their servers' sockets.
-func (n *labNS) do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// Should anything fail the thread stays locked: the runtime ends
-		// it with this goroutine, so no other code runs in the namespace.
-		host, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer host.Close()
-		if err := netns.Set(n.h); err != nil {
-			errc <- fmt.Errorf("enter %s: %w", n.name, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(host); err != nil {
-			errc <- fmt.Errorf("back from %s: %w", n.name, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func (n *labNS) do(fn func() error) error { return n.Do(fn) }
 
 // topo is the lab described at the top of this file.
 type topo struct{ r, a, b *labNS }
@@ -213,8 +107,8 @@ func newLinks(t *testing.T) *topo {
 	}
 	// The veths are created inside R; their peers go straight into A and
 	// B. Nothing is ever created in the host namespace.
-	r.ip("link", "add", "wa", "type", "veth", "peer", "name", "ua", "netns", a.name)
-	r.ip("link", "add", "wb", "type", "veth", "peer", "name", "ub", "netns", b.name)
+	r.ip("link", "add", "wa", "type", "veth", "peer", "name", "ua", "netns", a.Name)
+	r.ip("link", "add", "wb", "type", "veth", "peer", "name", "ub", "netns", b.Name)
 	r.ip("link", "set", "wa", "up")
 	r.ip("link", "set", "wb", "up")
 	a.ip("link", "set", "ua", "up")

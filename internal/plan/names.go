@@ -1,0 +1,147 @@
+package plan
+
+import "strings"
+
+// The nft vocabulary of table inet multiwan: the names of its chains, sets
+// and maps. The planner builds the objects under these names, the tracer
+// starts from them, and a trace (Outcome.Chains) shows them to users, so
+// they are shared here rather than spelled out where they are used. Chains
+// and sets live in separate nft namespaces: the map wan_mark and the chain
+// of a WAN named "mark" (wan_mark) do not clash.
+
+// Base chains: hooked into the kernel, every packet meets them.
+const (
+	// ChainPrerouting classifies forwarded and inbound packets (filter
+	// hook prerouting, priority mangle): a known connection's packet gets
+	// its WAN back from the connection mark, a new connection is sent to
+	// ChainIdentify and then ChainSteer.
+	ChainPrerouting = "prerouting"
+	// ChainOutput does the same for the router's own packets (route hook
+	// output, priority mangle, so a changed mark reroutes the packet);
+	// it steers them only with `local_traffic: true`.
+	ChainOutput = "output"
+	// ChainInside clears the WAN of a new connection that neither came
+	// from a WAN nor leaves by one (LAN to LAN, router to LAN) at
+	// postrouting, so a dead WAN's conntrack cleanup never cuts it.
+	ChainInside = "inside"
+	// ChainPostrouting masquerades on the WANs with `nat: masquerade`
+	// (and, for IPv6, `nat6: masquerade`).
+	ChainPostrouting = "postrouting"
+)
+
+// Regular chains reached from the base chains.
+const (
+	// ChainIdentify gives a new connection the WAN it is already tied to,
+	// before any rule: a packet that carries a WAN's mark (a probe), one
+	// that arrived on a WAN, a router socket bound to a WAN's address, a
+	// destination on a WAN's own subnet, an IPv6 source in a prefix a WAN
+	// routes without NAT.
+	ChainIdentify = "identify"
+	// ChainBound maps the router's WAN addresses to their WANs (one
+	// anonymous verdict map per family); it is terminal, since the best
+	// WAN, whose address it lets through, changes at every failover.
+	ChainBound = "bound"
+	// ChainSteer holds the steering rules in order, each a goto to its
+	// policy's chain, and ends with a goto to the default policy's chain.
+	ChainSteer = "steer"
+)
+
+// Named sets and maps.
+const (
+	// MapRestore maps a connection's WAN id (ct mark) to the WAN's
+	// RestoreChain, which copies it onto the packet.
+	MapRestore = "restore"
+	// MapWANMark maps a packet's WAN id (meta mark: a probe's SO_MARK,
+	// or another table's mark) to the WAN's WANChain.
+	MapWANMark = "wan_mark"
+	// MapWANIIF maps a WAN's interface to its WANChain: a connection that
+	// arrived on a WAN is answered through it.
+	MapWANIIF = "wan_iif"
+	// MapWANNet maps the IPv4 subnets of the WANs' interfaces to the
+	// WAN's WANChain: the ISP's own subnet (its router, its DNS) is
+	// reached directly.
+	MapWANNet = "wan_net"
+	// MapWANNet6 is MapWANNet for IPv6; present only when a WAN carries
+	// IPv6.
+	MapWANNet6 = "wan_net6"
+	// MapWANSrc6 maps the IPv6 prefixes a WAN routes without NAT
+	// (prefixes6) to its WANChain: no other WAN can carry those sources.
+	// Present only when a WAN carries IPv6.
+	MapWANSrc6 = "wan_src6"
+	// SetWANIfs is every WAN interface (ChainInside).
+	SetWANIfs = "wan_ifs"
+	// SetNATOIF is the WAN interfaces that masquerade IPv4.
+	SetNATOIF = "nat_oif"
+	// SetNAT6OIF is the WAN interfaces that masquerade IPv6 (NAT66);
+	// present only when a WAN carries IPv6.
+	SetNAT6OIF = "nat6_oif"
+)
+
+// Prefixes of the derived names, kept in one place for the functions below
+// and their inverse WANOfChain.
+const (
+	wanChainPrefix     = "wan_"
+	restoreChainPrefix = "restore_"
+	pinChainPrefix     = "pin_"
+	policyChainPrefix  = "policy_"
+	ruleSetPrefix      = "r_"
+)
+
+// WANChain names the chain that gives a new connection to the WAN: it
+// writes the WAN's id into the connection mark (keeping the movable bit and
+// every bit outside the mask) and into the packet mark. Every decision that
+// picks a WAN (maps of ChainIdentify, policy chains) ends in a goto to it.
+func WANChain(wan string) string { return wanChainPrefix + wan }
+
+// WANOfChain is the inverse of WANChain: the WAN a chain name gives
+// connections to, and whether it is such a chain at all.
+func WANOfChain(chain string) (string, bool) {
+	return strings.CutPrefix(chain, wanChainPrefix)
+}
+
+// RestoreChain names the chain that copies the WAN's id from a known
+// connection's mark onto its packet (reached through MapRestore).
+func RestoreChain(wan string) string { return restoreChainPrefix + wan }
+
+// PinChain names the chain of the implicit one-member policy that a rule's
+// `wan: NAME` shorthand refers to (config.ImplicitPolicyName).
+func PinChain(wan string) string { return pinChainPrefix + wan }
+
+// PolicyChain names the chain that renders a policy's decision (one WAN, a
+// weighted random or source-hashed choice, or the last resort). Implicit
+// policies ("wan:NAME", see config.ImplicitPolicyName) get PinChain(NAME);
+// policy names cannot contain a colon, so the two never clash.
+func PolicyChain(policy string) string {
+	if wan, ok := strings.CutPrefix(policy, "wan:"); ok {
+		return PinChain(wan)
+	}
+	return policyChainPrefix + policy
+}
+
+// Suffixes of the match sets of a steering rule (RuleSet).
+const (
+	// RuleSetIIF is the rule's incoming interfaces (iif).
+	RuleSetIIF = "iif"
+	// RuleSetSrcPort and RuleSetDstPort are its ports (src_port,
+	// dst_port), interval sets.
+	RuleSetSrcPort = "sport"
+	RuleSetDstPort = "dport"
+	// RuleSetSrc4, RuleSetDst4, RuleSetSrc6 and RuleSetDst6 are its
+	// addresses and prefixes (src, dst and their list files) per family,
+	// interval sets.
+	RuleSetSrc4 = "src4"
+	RuleSetDst4 = "dst4"
+	RuleSetSrc6 = "src6"
+	RuleSetDst6 = "dst6"
+)
+
+// RuleSet names the match set of a steering rule that suffix (RuleSetIIF,
+// RuleSetSrc4, ...) says, e.g. RuleSet("isp2-portal", RuleSetDst4) is
+// "r_isp2_portal_dst4".
+func RuleSet(rule, suffix string) string {
+	return ruleSetPrefix + nftName(rule) + "_" + suffix
+}
+
+// nftName makes a rule name usable inside an nft set name: '-' becomes '_'.
+// Same as config.NFTName.
+func nftName(name string) string { return strings.ReplaceAll(name, "-", "_") }

@@ -1,0 +1,534 @@
+package plan
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/multiwan/multiwan/internal/config"
+)
+
+// The nft table, built by one method per group of objects. Each builder
+// decides one kind of packet; table only puts what they build in order.
+// Names come from names.go.
+
+// hex formats a mark the way nft prints it back.
+func hex(v uint32) string { return fmt.Sprintf("0x%08x", v) }
+
+// goTo is the verdict that continues in chain and, when chain ends, returns
+// to the caller of the chain it was issued from (not to that chain).
+func goTo(chain string) string { return "goto " + chain }
+
+func quote(s string) string { return `"` + s + `"` }
+
+// table builds table inet multiwan.
+//
+// The order of its sets and chains is part of the table's shape, and must
+// not depend on the decision (health, override): the kernel adapter
+// (kernel.NFT) updates a table in place only when the new one declares the
+// same sets and chains, with the same comments, in the same order, and
+// otherwise replaces it whole. Whatever the order here, the adapter adds
+// every chain before any set: nft 1.0.6 fails with "No such file or
+// directory" on a `goto` element of an interval map added before the chain
+// it names.
+func (p *planner) table(wans []*wanInfo) Table {
+	dispatch := p.dispatchMaps(wans)
+	nets := p.subnetMaps(wans)
+	ifs := p.interfaceSets(wans)
+	ruleSets, steer := p.steer()
+	base := p.baseChains()
+
+	t := Table{Family: "inet", Name: TableName}
+	t.Sets = append(t.Sets, dispatch.restore, dispatch.byMark, dispatch.byIIF, nets.net, ifs.all, ifs.nat)
+	if p.d.IPv6 {
+		t.Sets = append(t.Sets, nets.net6, nets.src6, ifs.nat6)
+	}
+	t.Sets = append(t.Sets, ruleSets...)
+	t.Chains = append(t.Chains, base.prerouting, base.output, base.inside, base.postrouting,
+		p.identifyChain(), p.boundChain(wans), steer)
+	t.Chains = append(t.Chains, p.policyChains()...)
+	t.Chains = append(t.Chains, p.wanChains(wans)...)
+	return t
+}
+
+// baseChains are the chains hooked into the kernel.
+type baseChains struct {
+	prerouting, output, inside, postrouting Chain
+}
+
+// baseChains decide, for every packet, whether multiwan looks at it at all.
+// A packet of a known connection (its ct mark holds a WAN id) only gets that
+// id copied onto its own mark (MapRestore), so it is routed by its WAN's
+// table whatever the policies say now. The first packet of a new connection
+// goes through ChainIdentify and, unless identify found its WAN, through
+// ChainSteer; forwarded packets to the router itself are not steered
+// (they are answered, not routed out), and the router's own only with
+// local_traffic. At postrouting, ChainInside drops the WAN of connections
+// that stay inside and ChainPostrouting masquerades.
+func (p *planner) baseChains() baseChains {
+	d := p.d
+	idMask := hex(d.IDMask)
+	restore := fmt.Sprintf("ct mark and %s vmap @%s", idMask, MapRestore)
+	ctNew := fmt.Sprintf("ct state new ct mark and %s == 0", idMask)
+	if !d.IPv6 {
+		// No WAN carries IPv6: multiwan leaves IPv6 to the main table.
+		ctNew += " meta nfproto ipv4"
+	}
+	var b baseChains
+	b.prerouting = Chain{Name: ChainPrerouting, Type: "filter", Hook: "prerouting", Priority: "mangle", Rules: []string{
+		restore,
+		ctNew + " jump " + ChainIdentify,
+		ctNew + " fib daddr type != local jump " + ChainSteer,
+	}}
+	// Type route: a mark set here makes the kernel route the router's
+	// packet again, by its new mark.
+	b.output = Chain{Name: ChainOutput, Type: "route", Hook: "output", Priority: "mangle", Rules: []string{
+		restore,
+		ctNew + " jump " + ChainIdentify,
+	}}
+	if p.cfg.LocalTraffic {
+		b.output.Rules = append(b.output.Rules, ctNew+" jump "+ChainSteer)
+	}
+	// A new connection that neither came from a WAN nor leaves by one (LAN
+	// to LAN, router to LAN) carries no WAN: dropping the mark here keeps
+	// a dead WAN's cleanup from cutting it.
+	b.inside = Chain{Name: ChainInside, Type: "filter", Hook: "postrouting", Priority: "mangle", Rules: []string{
+		fmt.Sprintf("ct state new ct mark and %s != 0 iifname != @%s oifname != @%s ct mark set ct mark and %s",
+			idMask, SetWANIfs, SetWANIfs, hex(^d.Mask)),
+	}}
+	b.postrouting = Chain{Name: ChainPostrouting, Type: "nat", Hook: "postrouting", Priority: "srcnat", Rules: []string{
+		"meta nfproto ipv4 oifname @" + SetNATOIF + " masquerade",
+	}}
+	if d.IPv6 {
+		b.postrouting.Rules = append(b.postrouting.Rules, "meta nfproto ipv6 oifname @"+SetNAT6OIF+" masquerade")
+	}
+	return b
+}
+
+// identifyChain decides new connections whose WAN is known before any
+// steering rule, in this order: a packet already marked for a WAN (a
+// health probe's SO_MARK: it must leave by the WAN it tests, up or down),
+// a connection that arrived on a WAN (its replies leave by it), a router
+// socket bound to a WAN's address (ChainBound), a destination on a WAN's
+// own subnet (the ISP's router is reached directly), and for IPv6 a source
+// in a prefix a WAN routes without NAT (no other WAN can carry it). Each
+// match is a goto to the WAN's chain; the rest falls through to the caller,
+// which steers it.
+func (p *planner) identifyChain() Chain {
+	c := Chain{Name: ChainIdentify, Comment: "connections whose WAN is known before any rule", Rules: []string{
+		fmt.Sprintf("meta mark and %s vmap @%s", hex(p.d.IDMask), MapWANMark),
+		"iifname vmap @" + MapWANIIF,
+		"jump " + ChainBound,
+		"ip daddr vmap @" + MapWANNet,
+	}}
+	if p.d.IPv6 {
+		c.Rules = append(c.Rules, "ip6 daddr vmap @"+MapWANNet6, "ip6 saddr vmap @"+MapWANSrc6)
+	}
+	return c
+}
+
+// dispatchMaps are the verdict maps that send a packet to a WAN's chain by
+// what the packet already says about its WAN.
+type dispatchMaps struct {
+	restore, byMark, byIIF Set
+}
+
+// dispatchMaps decide by mark and interface: MapRestore sends every packet
+// of a known connection to the RestoreChain of the WAN in its ct mark;
+// MapWANMark sends a new connection whose packet carries a WAN's mark (a
+// probe) to that WAN's chain; MapWANIIF one that arrived on a WAN's
+// interface to that WAN's chain, so that replies (a port forward's, the
+// router's own services') leave by the WAN they came in on.
+func (p *planner) dispatchMaps(wans []*wanInfo) dispatchMaps {
+	var restore, byMark, byIIF []Element
+	for _, w := range wans {
+		m := hex(w.mark)
+		restore = append(restore, Element{Key: m, Value: goTo(RestoreChain(w.cfg.Name))})
+		byMark = append(byMark, Element{Key: m, Value: goTo(WANChain(w.cfg.Name))})
+		byIIF = append(byIIF, Element{Key: quote(w.cfg.Interface), Value: goTo(WANChain(w.cfg.Name))})
+	}
+	return dispatchMaps{
+		restore: Set{Name: MapRestore, Type: "mark", Map: "verdict", Elements: restore,
+			Comment: "connection's WAN id → copy it onto the packet"},
+		byMark: Set{Name: MapWANMark, Type: "mark", Map: "verdict", Elements: byMark,
+			Comment: "packet already marked for a WAN (probes, other tables)"},
+		byIIF: Set{Name: MapWANIIF, Type: "ifname", Map: "verdict", Elements: byIIF,
+			Comment: "connection arrived on a WAN: replies leave by it"},
+	}
+}
+
+// subnetMaps are the verdict maps of the WANs' subnets and routed prefixes.
+type subnetMaps struct {
+	net, net6, src6 Set
+}
+
+// subnetMaps decide by address: a destination on the subnet of a WAN's
+// interface (MapWANNet, MapWANNet6) can only be reached through that WAN,
+// and so can the internet from a source in a prefix a WAN routes without
+// NAT (MapWANSrc6, the WAN's prefixes6). Where two WANs share a subnet the
+// first one in config order keeps it (an interval map cannot overlap).
+// Host addresses (/32, /128) and link-local ones have no subnet to speak of.
+func (p *planner) subnetMaps(wans []*wanInfo) subnetMaps {
+	var byNet [2][]Element
+	var bySrc6 []Element
+	for _, w := range wans {
+		for _, a := range p.links[w.cfg.Name].Addrs {
+			if a.Addr().IsLinkLocalUnicast() || a.Bits() == a.Addr().BitLen() {
+				continue
+			}
+			f := v4
+			if a.Addr().Is6() {
+				f = v6
+			}
+			byNet[f] = append(byNet[f], Element{Key: a.Masked().String(), Value: goTo(WANChain(w.cfg.Name))})
+		}
+		for _, pfx := range w.cfg.Prefixes6 {
+			bySrc6 = append(bySrc6, Element{Key: pfx.String(), Value: goTo(WANChain(w.cfg.Name))})
+		}
+	}
+	return subnetMaps{
+		net: Set{Name: MapWANNet, Type: "ipv4_addr", Map: "verdict", Flags: []string{"interval"}, Elements: mergeNets(byNet[v4]),
+			Comment: "destination on a WAN's own subnet"},
+		net6: Set{Name: MapWANNet6, Type: "ipv6_addr", Map: "verdict", Flags: []string{"interval"}, Elements: mergeNets(byNet[v6]),
+			Comment: "IPv6 destination on a WAN's own subnet"},
+		src6: Set{Name: MapWANSrc6, Type: "ipv6_addr", Map: "verdict", Flags: []string{"interval"}, Elements: mergeNets(bySrc6),
+			Comment: "source in a prefix a WAN routes without NAT: only that WAN can carry it"},
+	}
+}
+
+// interfaceSets are the plain sets of WAN interfaces.
+type interfaceSets struct {
+	all, nat, nat6 Set
+}
+
+// interfaceSets decide by outgoing interface, at postrouting: SetWANIfs
+// tells a connection that stays inside (ChainInside), SetNATOIF and
+// SetNAT6OIF the WANs whose packets are masqueraded (nat, nat6:
+// masquerade).
+func (p *planner) interfaceSets(wans []*wanInfo) interfaceSets {
+	var all, nat, nat6 []Element
+	for _, w := range wans {
+		all = append(all, Element{Key: quote(w.cfg.Interface)})
+		if w.cfg.NAT == "masquerade" {
+			nat = append(nat, Element{Key: quote(w.cfg.Interface)})
+		}
+		if w.cfg.IPv6 && w.cfg.NAT6 == "masquerade" {
+			nat6 = append(nat6, Element{Key: quote(w.cfg.Interface)})
+		}
+	}
+	return interfaceSets{
+		all:  Set{Name: SetWANIfs, Type: "ifname", Elements: all, Comment: "every WAN interface"},
+		nat:  Set{Name: SetNATOIF, Type: "ifname", Elements: nat, Comment: "WAN interfaces that masquerade"},
+		nat6: Set{Name: SetNAT6OIF, Type: "ifname", Elements: nat6, Comment: "WAN interfaces that masquerade IPv6 (NAT66)"},
+	}
+}
+
+// boundChain decides the router's new sockets by their source address: a
+// socket bound to a WAN's address leaves by that WAN. The router's unbound
+// sockets take their source address from the best WAN (the catch-all ip
+// rule), so that address cannot tell a socket bound on purpose from one
+// that was not: it is left to the policy (return) when local traffic is
+// steered. An address two WANs share is the first one's.
+//
+// The addresses are one anonymous map per family in a chain of its own:
+// the best WAN changes at every failover, and a chain whose rule decides
+// for every address it lists can take its new version ahead of the old one
+// (see Chain.Terminal), where a named map would have to delete elements,
+// which costs the kernel a grace period.
+func (p *planner) boundChain(wans []*wanInfo) Chain {
+	d := p.d
+	var byAddr [2][]Element
+	seen := map[netip.Addr]bool{}
+	for _, w := range wans {
+		for _, f := range []fam{v4, v6} {
+			best := d.Best
+			if f == v6 {
+				best = d.Best6
+			}
+			verdict := goTo(WANChain(w.cfg.Name))
+			if p.cfg.LocalTraffic && w.cfg.Name == best {
+				verdict = "return"
+			}
+			for _, a := range p.wanAddrs(w, f) {
+				if !seen[a] {
+					seen[a] = true
+					byAddr[f] = append(byAddr[f], Element{Key: a.String(), Value: verdict})
+				}
+			}
+		}
+	}
+	c := Chain{Name: ChainBound, Terminal: true, Comment: "router socket bound to a WAN's address"}
+	for _, f := range []fam{v4, v6} {
+		if len(byAddr[f]) == 0 {
+			continue
+		}
+		els := make([]string, len(byAddr[f]))
+		for i, e := range byAddr[f] {
+			els[i] = e.String()
+		}
+		c.Rules = append(c.Rules, f.ip()+" saddr vmap { "+strings.Join(els, ", ")+" }")
+	}
+	return c
+}
+
+// steer decides the new connections identify left: the steering rules in
+// order, the first match going to its policy's chain (flagging the flow
+// movable first if the rule says so), and what no rule matches to the
+// default policy's chain. It returns the rules' match sets with the chain.
+func (p *planner) steer() ([]Set, Chain) {
+	d := p.d
+	var sets []Set
+	c := Chain{Name: ChainSteer, Comment: "rules in order, then the default policy"}
+	for _, r := range p.cfg.Rules {
+		rs, matches := ruleMatch(r)
+		sets = append(sets, rs...)
+		for _, m := range matches {
+			if r.Movable {
+				m += fmt.Sprintf(" ct mark set ct mark or %s", hex(d.MovableBit))
+			}
+			c.Rules = append(c.Rules, strings.TrimSpace(m+" "+goTo(PolicyChain(r.Policy)))+
+				fmt.Sprintf(" comment %q", "rule "+r.Name))
+		}
+	}
+	c.Rules = append(c.Rules, goTo(PolicyChain(p.cfg.DefaultPolicy)))
+	return sets, c
+}
+
+// ruleMatch renders the match part of a steering rule: one nft match per
+// address family the rule can match (one for both when it names no
+// address, none for a family its addresses exclude). Address and port
+// lists become named sets (RuleSet), so a rule costs one nft rule per
+// address family however long its lists are.
+func ruleMatch(r config.Rule) ([]Set, []string) {
+	var sets []Set
+	var common []string
+	if len(r.IIF) > 0 {
+		var els []Element
+		for _, i := range slices.Compact(slices.Sorted(slices.Values(r.IIF))) {
+			els = append(els, Element{Key: quote(i)})
+		}
+		name := RuleSet(r.Name, RuleSetIIF)
+		sets = append(sets, Set{Name: name, Type: "ifname", Elements: els})
+		common = append(common, "iifname @"+name)
+	}
+	if r.Proto != "" {
+		common = append(common, "meta l4proto "+r.Proto)
+	}
+	for _, pp := range []struct {
+		dir, suffix string
+		ports       []config.PortRange
+	}{{"sport", RuleSetSrcPort, r.SrcPort}, {"dport", RuleSetDstPort, r.DstPort}} {
+		if len(pp.ports) == 0 {
+			continue
+		}
+		name := RuleSet(r.Name, pp.suffix)
+		sets = append(sets, Set{Name: name, Type: "inet_service", Flags: []string{"interval"}, Elements: mergePorts(pp.ports)})
+		common = append(common, "th "+pp.dir+" @"+name)
+	}
+
+	if len(r.Src) == 0 && len(r.Dst) == 0 {
+		// No addresses: one rule covers both families.
+		return sets, []string{strings.Join(common, " ")}
+	}
+	src4, src6 := split(r.Src)
+	dst4, dst6 := split(r.Dst)
+	var matches []string
+	for _, fa := range []struct {
+		f              fam
+		src, dst       []netip.Prefix
+		srcSet, dstSet string
+	}{{v4, src4, dst4, RuleSetSrc4, RuleSetDst4}, {v6, src6, dst6, RuleSetSrc6, RuleSetDst6}} {
+		if (len(r.Src) > 0 && len(fa.src) == 0) || (len(r.Dst) > 0 && len(fa.dst) == 0) {
+			continue // the rule cannot match this family
+		}
+		var m []string
+		for _, a := range []struct {
+			dir, suffix string
+			list        []netip.Prefix
+		}{{"saddr", fa.srcSet, fa.src}, {"daddr", fa.dstSet, fa.dst}} {
+			if len(a.list) == 0 {
+				continue
+			}
+			name := RuleSet(r.Name, a.suffix)
+			sets = append(sets, Set{Name: name, Type: fa.f.addrType(), Flags: []string{"interval"}, Elements: prefixElements(a.list)})
+			m = append(m, fa.f.ip()+" "+a.dir+" @"+name)
+		}
+		matches = append(matches, strings.Join(append(m, common...), " "))
+	}
+	return sets, matches
+}
+
+func split(ps []netip.Prefix) (v4, v6 []netip.Prefix) {
+	for _, p := range ps {
+		if p.Addr().Is4() {
+			v4 = append(v4, p)
+		} else {
+			v6 = append(v6, p)
+		}
+	}
+	return v4, v6
+}
+
+// policyChains are the chains of the policies, in config order (implicit
+// one-WAN policies last, as config appends them).
+func (p *planner) policyChains() []Chain {
+	d := p.d
+	var out []Chain
+	for i, c := range d.Policies {
+		var c6 *PolicyChoice
+		if d.IPv6 {
+			c6 = &d.Policies6[i]
+		}
+		out = append(out, p.policyChain(c, c6))
+	}
+	return out
+}
+
+// policyChain decides the new connections steered to one policy, by the
+// policy's current choice: one WAN, a weighted random or source-hashed
+// choice among several, or the last resort. IPv4 and IPv6 share the rule
+// when their choices agree, and get one each when they do not.
+func (p *planner) policyChain(c4 PolicyChoice, c6 *PolicyChoice) Chain {
+	// The comment must not depend on the decision: a chain's comment is
+	// part of its shape, and a switch must keep the shape (see
+	// kernel.NFT.Apply).
+	ch := Chain{Name: PolicyChain(c4.Name), Terminal: true, Comment: "policy " + c4.Name + ", sticky " + c4.Sticky}
+	switch {
+	case c6 == nil:
+		// IPv4 only (steer is not reached by IPv6 packets).
+		ch.Rules = p.decision(c4, v4, "")
+	case c4.Sticky == "source" || c4.String() != c6.String():
+		// The families decide apart: each rule is terminal for its own.
+		ch.Rules = append(p.decision(c4, v4, "meta nfproto ipv4 "), p.decision(*c6, v6, "meta nfproto ipv6 ")...)
+	default:
+		ch.Rules = p.decision(c4, v4, "")
+	}
+	return ch
+}
+
+// decision renders one family's choice for a policy: one WAN, a weighted
+// random or source-hashed choice among several, or the last resort. match
+// restricts the rules to a family ("meta nfproto ipv4 ") or is empty.
+func (p *planner) decision(c PolicyChoice, f fam, match string) []string {
+	d := p.d
+	switch {
+	case len(c.Active) == 1:
+		return []string{match + goTo(WANChain(c.Active[0].WAN))}
+	case len(c.Active) > 1 && c.Sticky == "source":
+		if match == "" {
+			match = "meta nfproto " + f.String() + " "
+		}
+		return []string{match + "jhash " + f.ip() + " saddr " + bucketMap(c.Tier, c.Active)}
+	case len(c.Active) > 1:
+		var total int
+		var els []string
+		for _, s := range c.Active {
+			first := total
+			total += s.Weight
+			key := fmt.Sprint(first)
+			if s.Weight > 1 {
+				key = fmt.Sprintf("%d-%d", first, total-1)
+			}
+			els = append(els, key+" : "+goTo(WANChain(s.WAN)))
+		}
+		return []string{match + fmt.Sprintf("numgen random mod %d vmap { %s }", total, strings.Join(els, ", "))}
+	default:
+		mark := map[string]uint32{"unreachable": d.UnreachableMark, "blackhole": d.BlackholeMark, "main": d.MainMark}[c.LastResort]
+		// Only the packet is marked, not the connection: its next packet
+		// is classified again and finds a WAN as soon as one is back.
+		return []string{match + fmt.Sprintf("meta mark set meta mark and %s or %s return", hex(^d.Mask), hex(mark))}
+	}
+}
+
+// Buckets is how many hash buckets `sticky: source` spreads source
+// addresses over. Many more than any weight total, so shares stay within a
+// tenth of a percent of the weights.
+const Buckets = 1024
+
+// hashSeed is the fixed jhash seed of `sticky: source`. Without one the
+// kernel draws a random seed for every rule it creates, and each new version
+// of the policy's rule (every switch) would move every host.
+const hashSeed = 0x6d77616e // "mwan"
+
+// bucketMap gives the hash buckets to the members of the chosen tier in
+// proportion to their weights, as contiguous ranges in config order, then
+// hands the ranges of members that are not active to the active ones, again
+// by weight. A host on a surviving WAN thus keeps it when another member
+// goes down or comes back; only the dead member's hosts move.
+func bucketMap(tier, active []Share) string {
+	isActive := map[string]bool{}
+	activeTotal := 0
+	for _, s := range active {
+		isActive[s.WAN] = true
+		activeTotal += s.Weight
+	}
+	tierTotal := 0
+	for _, s := range tier {
+		tierTotal += s.Weight
+	}
+	owner := make([]string, Buckets)
+	cum := 0
+	for _, s := range tier {
+		lo := cum * Buckets / tierTotal
+		cum += s.Weight
+		hi := cum * Buckets / tierTotal
+		if isActive[s.WAN] {
+			for b := lo; b < hi; b++ {
+				owner[b] = s.WAN
+			}
+			continue
+		}
+		// Split the orphaned range among the active members.
+		acum := 0
+		for _, a := range active {
+			alo := lo + acum*(hi-lo)/activeTotal
+			acum += a.Weight
+			ahi := lo + acum*(hi-lo)/activeTotal
+			for b := alo; b < ahi; b++ {
+				owner[b] = a.WAN
+			}
+		}
+	}
+	var els []string
+	for start := 0; start < Buckets; {
+		end := start
+		for end+1 < Buckets && owner[end+1] == owner[start] {
+			end++
+		}
+		key := fmt.Sprint(start)
+		if end > start {
+			key = fmt.Sprintf("%d-%d", start, end)
+		}
+		els = append(els, key+" : "+goTo(WANChain(owner[start])))
+		start = end + 1
+	}
+	return fmt.Sprintf("mod %d seed %#x vmap { %s }", Buckets, hashSeed, strings.Join(els, ", "))
+}
+
+// wanChains are the two chains of each WAN, in config order, which every
+// decision that picks a WAN ends in: WANChain gives a new connection to the
+// WAN, writing its id into the connection mark (keeping the movable bit and
+// every bit outside the mask) and into the packet mark, which the ip rules
+// route by; RestoreChain copies a known connection's id onto its packet.
+// nft 1.0 cannot combine two registers (copy the id bits of one mark into
+// another under a mask), hence one small chain per WAN with the id as a
+// constant, reached through verdict maps.
+func (p *planner) wanChains(wans []*wanInfo) []Chain {
+	d := p.d
+	keepMask := hex(^d.Mask)
+	var out []Chain
+	for _, w := range wans {
+		m := hex(w.mark)
+		out = append(out,
+			Chain{Name: WANChain(w.cfg.Name), Comment: "new connection leaves by " + w.cfg.Name, Rules: []string{
+				fmt.Sprintf("ct mark set ct mark and %s or %s", hex(^d.IDMask), m),
+				fmt.Sprintf("meta mark set meta mark and %s or %s", keepMask, m),
+			}},
+			Chain{Name: RestoreChain(w.cfg.Name), Rules: []string{
+				fmt.Sprintf("meta mark set meta mark and %s or %s", keepMask, m),
+			}},
+		)
+	}
+	return out
+}
