@@ -118,12 +118,14 @@ policies: [{name: p, members: [{wan: a}]}]
 default_policy: p
 control: {socket: /run/` + strings.Repeat("m", 98) + `.sock}
 state_dir: run/multiwan
+hook_timeout: 1ms
 `,
 		want: []string{
 			"t.yaml:2:69: timeout: must be at least 10ms, got 1ns",
 			"t.yaml:3:69: timeout: must be at least 10ms, got 9ms",
 			`t.yaml:6:19: socket: "/run/` + strings.Repeat("m", 98) + `.sock" is 108 bytes long; a unix socket path holds at most 107`,
 			`t.yaml:7:12: state_dir: "run/multiwan" is not an absolute path`,
+			"t.yaml:8:15: hook_timeout: must be at least 100ms, got 1ms",
 		},
 	},
 	{

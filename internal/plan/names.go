@@ -1,6 +1,10 @@
 package plan
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/multiwan/multiwan/internal/config"
+)
 
 // The nft vocabulary of table inet multiwan: the names of its chains, sets
 // and maps. The planner builds the objects under these names, the tracer
@@ -139,9 +143,6 @@ const (
 // RuleSetSrc4, ...) says, e.g. RuleSet("isp2-portal", RuleSetDst4) is
 // "r_isp2_portal_dst4".
 func RuleSet(rule, suffix string) string {
-	return ruleSetPrefix + nftName(rule) + "_" + suffix
+	// config refuses rules whose names are equal this way.
+	return ruleSetPrefix + config.NFTName(rule) + "_" + suffix
 }
-
-// nftName makes a rule name usable inside an nft set name: '-' becomes '_'.
-// Same as config.NFTName.
-func nftName(name string) string { return strings.ReplaceAll(name, "-", "_") }

@@ -24,7 +24,7 @@ func TestNames(t *testing.T) {
 		{RuleSet("isp2-portal", RuleSetDst4), "r_isp2_portal_dst4"},
 		{RuleSet("smtp", RuleSetDstPort), "r_smtp_dport"},
 		{RuleSet("lan-a", RuleSetIIF), "r_lan_a_iif"},
-		{nftName("a-b_c"), "a_b_c"},
+		{config.NFTName("a-b_c"), "a_b_c"},
 	}
 	for _, c := range cases {
 		if c.got != c.want {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -507,6 +508,13 @@ func TestDualStack(t *testing.T) {
 	}
 	if got := d.Policies6[0].String(); got != "isp1 100%" {
 		t.Errorf("policies6 %q", got)
+	}
+	// The router's own socket bound to isp2's IPv6 address keeps isp2,
+	// although the policy prefers isp1: the tracer reads IPv6 keys of the
+	// bound chain's inline map whole (they are full of colons).
+	bound6 := Packet{Src: addr("2001:db8:2::2"), Dst: addr("2001:db8:ffff::80"), Proto: "tcp", DstPort: 443}
+	if o := only(t, d.Trace(bound6, main)); o.WAN != "isp2" || !slices.Contains(o.Chains, ChainBound) {
+		t.Errorf("socket bound to isp2's IPv6 address: %v", o)
 	}
 	// The NAT66 set has isp2 only; IPv4 NAT both.
 	for _, s := range d.Table.Sets {
