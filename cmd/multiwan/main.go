@@ -126,8 +126,13 @@ func check(args []string, stdout, stderr io.Writer) int {
 	if !parse(fs, args, stderr) {
 		return 2
 	}
-	if _, ok := load(*path, stderr); !ok {
+	cfg, ok := load(*path, stderr)
+	if !ok {
 		return 1
+	}
+	// Gaps are warnings: the config is valid and check says ok.
+	for _, n := range plan.Notes(cfg, nil) {
+		fmt.Fprintf(stderr, "%s:%d:%d: warning: %s\n", cfg.File, n.Pos.Line, n.Pos.Col, n)
 	}
 	fmt.Fprintln(stdout, "ok")
 	return 0

@@ -330,3 +330,24 @@ func TestPositionalArgumentsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckWarnsAboutGaps: a valid config with a WAN that probes only its
+// gateway is ok, with a warning at that WAN.
+func TestCheckWarnsAboutGaps(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gw.yaml")
+	if err := os.WriteFile(path, []byte(`wans:
+  - {name: isp1, interface: wan1, gateway: 192.0.2.1, probe: {targets: [203.0.113.20]}}
+  - {name: isp2, interface: wan2, gateway: 198.51.100.1}
+policies: [{name: p, members: [{wan: isp1}, {wan: isp2, tier: 2}]}]
+default_policy: p
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errs bytes.Buffer
+	if code := run([]string{"check", "-c", path}, &out, &errs); code != 0 || out.String() != "ok\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out.String(), errs.String())
+	}
+	if want := path + ":3:6: warning: isp2: probes only its gateway"; !strings.HasPrefix(errs.String(), want) || strings.Count(errs.String(), "\n") != 1 {
+		t.Fatalf("stderr %q, want one line starting %q", errs.String(), want)
+	}
+}

@@ -105,6 +105,10 @@ type WAN struct {
 	// Prefixes6 are IPv6 prefixes routed to this WAN without NAT
 	// (delegated prefixes): traffic from them always leaves by this WAN.
 	Prefixes6 []netip.Prefix
+	// Endpoints are, for a WAN whose interface is a tunnel, the addresses
+	// (and ports; 0: any) its encrypted outer packets go to. A packet to
+	// one of them must never enter the tunnel itself: it would loop.
+	Endpoints []netip.AddrPort
 	Probe     Probe
 	Pos       Pos
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -291,6 +292,25 @@ func (d *decoder) wan(v value, index int) (WAN, wanSource) {
 			}
 		},
 		"probe": func(v value) { d.probe(v, &w.Probe) },
+		"endpoint": func(v value) {
+			const want = "an address or address:port of the tunnel's peer, e.g. 203.0.113.7:51820"
+			for _, item := range matchList(v) {
+				s, ok := item.text(want)
+				if !ok {
+					continue
+				}
+				ep, ok := endpoint(strings.TrimSpace(s))
+				if !ok {
+					item.mistyped(want)
+					continue
+				}
+				if a := ep.Addr(); a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
+					item.errorf("%s is not a usable tunnel endpoint", a)
+					continue
+				}
+				w.Endpoints = append(w.Endpoints, ep)
+			}
+		},
 	})
 	if ok {
 		v.require(keys, "name", "interface", "gateway")
@@ -618,4 +638,15 @@ func hook(v value, path string) bool {
 		return false
 	}
 	return true
+}
+
+// endpoint parses "ADDR", "ADDR:PORT" or "[ADDR6]:PORT"; port 0 means any.
+func endpoint(s string) (netip.AddrPort, bool) {
+	if ap, err := netip.ParseAddrPort(s); err == nil && ap.Port() != 0 {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+	}
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		return netip.AddrPortFrom(a.Unmap(), 0), true
+	}
+	return netip.AddrPort{}, false
 }

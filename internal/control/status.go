@@ -42,6 +42,10 @@ type DaemonStatus struct {
 	LastRepair    string     `json:"last_repair,omitempty"` // what was missing and who removed it
 	LastRepairAt  *time.Time `json:"last_repair_at,omitempty"`
 	RepairBackoff string     `json:"repair_backoff,omitempty"` // set while repairs are slowed down because something keeps undoing them
+	// Notes are gaps in what the config covers on this box ("isp2: probes
+	// only its gateway: ..."): valid, running, but not what a user would
+	// expect.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // WANStatus is one WAN's health and addressing.
@@ -190,6 +194,9 @@ func (d *DaemonStatus) problems(w io.Writer, now time.Time) {
 			line += "; slowed down: " + oneLine(d.RepairBackoff)
 		}
 		fmt.Fprintln(w, line)
+	}
+	for _, n := range d.Notes {
+		fmt.Fprintln(w, "note: "+oneLine(n))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,6 +29,7 @@ func (d *Daemon) sync(ctx context.Context, why string, trs []health.Transition, 
 	for _, tr := range trs {
 		d.transition(ctx, tr)
 	}
+	d.checkNotes()
 	decided := time.Now()
 	desired := plan.Plan(d.cfg, d.health(), d.links, d.override)
 	d.planned = desired
@@ -55,6 +57,18 @@ func (d *Daemon) sync(ctx context.Context, why string, trs []health.Transition, 
 	switched := d.announce(ctx, old, desired, why, took)
 	d.runSwitchHooks(ctx, switched)
 	return nil
+}
+
+// checkNotes logs each gap of the config on this box when it first
+// appears (at start, on reload, when a link starts carrying IPv6).
+func (d *Daemon) checkNotes() {
+	notes := plan.Notes(d.cfg, d.links)
+	for _, n := range notes {
+		if !slices.Contains(d.notes, n) {
+			d.log.Warn("gap in the config", "wan", n.WAN, "note", n.Msg)
+		}
+	}
+	d.notes = notes
 }
 
 // retryState is what the daemon knows of failed applies.

@@ -62,6 +62,9 @@ type Kernel interface {
 	// OursRange whether every generation after since up to gen was.
 	Ours(gen uint32) bool
 	OursRange(since, gen uint32) bool
+	// GuardDrops reads how many packets the loop guard dropped, per
+	// tunnel WAN.
+	GuardDrops() (map[string]uint64, error)
 	// LastChanges says what the last Apply changed in the routing: after
 	// a notification that a rule or route of multiwan's was deleted, it
 	// tells a removal by someone else (Apply put it back) from the echo of
@@ -187,6 +190,11 @@ type Daemon struct {
 	retryMin, retryMax, repairWindow, repairBaseDelay, repairMaxDelay time.Duration
 	// lastApply is when the kernel last took a plan.
 	lastApply time.Time
+	// notes are the config's gaps on this box, as last logged.
+	notes []plan.Note
+	// guardDrops is what the loop guard dropped, per tunnel WAN, as last
+	// read.
+	guardDrops map[string]uint64
 }
 
 // New returns a daemon for cfg. Nothing is touched until Run.

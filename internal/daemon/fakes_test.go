@@ -79,6 +79,8 @@ func (k *fakeKernel) OursRange(since, gen uint32) bool {
 	return since < gen
 }
 
+func (k *fakeKernel) GuardDrops() (map[string]uint64, error) { return nil, nil }
+
 func (k *fakeKernel) LastChanges() kernel.Changes {
 	k.mu.Lock()
 	defer k.mu.Unlock()

@@ -244,9 +244,38 @@ func (d *Daemon) refreshAndSync(ctx context.Context, recheck bool, why string) {
 	_ = d.sync(ctx, why, trs, recheck)
 }
 
-// resync is the periodic backstop: links re-read, kernel compared.
+// resync is the periodic backstop: links re-read, kernel compared; and
+// the loop guard's count read.
 func (d *Daemon) resync(ctx context.Context, why string) {
 	d.refreshAndSync(ctx, true, why)
+	d.checkGuard()
+}
+
+// checkGuard logs, once per tunnel WAN, that the loop guard dropped its
+// outer packets: routing sent them into the tunnel itself, so they are not
+// pinned to the underlay. Status keeps saying it, with the count.
+func (d *Daemon) checkGuard() {
+	if d.applied == nil || !slices.ContainsFunc(d.applied.Table.Chains, func(c plan.Chain) bool { return c.Name == plan.ChainGuard }) {
+		return
+	}
+	drops, err := d.opt.Kernel.GuardDrops()
+	if err != nil {
+		d.log.Debug("reading the loop guard failed", "err", err)
+		return
+	}
+	if d.guardDrops == nil {
+		d.guardDrops = map[string]uint64{}
+	}
+	for wan, n := range drops {
+		if n > 0 && d.guardDrops[wan] == 0 {
+			d.log.Warn("loop guard dropped outer packets of a tunnel routed into the tunnel itself",
+				"wan", wan, "packets", n, "hint", "pin the tunnel's outer traffic to its underlay: a rule for its endpoint, or a mark on its socket")
+			d.event(control.Event{Kind: "loop-guard", WAN: wan,
+				Message: fmt.Sprintf("loop guard dropped %d outer packets of %s routed into %s itself", n, wan, wan)})
+		}
+		d.guardDrops[wan] = n
+	}
+	d.publishStatus()
 }
 
 func carrier(l plan.Link) bool { return l.Exists && l.Up }

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"slices"
 	"time"
 
@@ -94,6 +95,17 @@ func (d *Daemon) daemonStatus() *control.DaemonStatus {
 			ds.NextRetry = utc(d.opt.Now().Add(time.Until(d.retry.next)))
 		}
 	}
+	for _, n := range d.notes {
+		ds.Notes = append(ds.Notes, n.String())
+	}
+	var guarded []string
+	for wan, n := range d.guardDrops {
+		if n > 0 {
+			guarded = append(guarded, fmt.Sprintf("%s: the loop guard dropped %d outer packets routed into the tunnel itself; pin them to the underlay", wan, n))
+		}
+	}
+	slices.Sort(guarded)
+	ds.Notes = append(ds.Notes, guarded...)
 	if d.repair.count > 0 {
 		ds.LastRepair = d.repair.last
 		ds.LastRepairAt = utc(d.repair.lastTS)

@@ -54,7 +54,9 @@ func Snapshot(cfg *config.Config) (plan.Links, error) {
 			return nil, err
 		}
 	}
-	if needGateways(cfg, true) {
+	// IPv6 default routes are read for every WAN: one without gateway6
+	// that has them is reported (its IPv6 is not managed).
+	if len(cfg.WANs) > 0 {
 		var err error
 		defaults6, err = listRoutes(unix.AF_INET6)
 		if err != nil {
@@ -90,9 +92,11 @@ func Snapshot(cfg *config.Config) (plan.Links, error) {
 		if w.GatewayAuto {
 			link.Gateway = learnGateway(defaults, a.Index, false)
 		}
+		gw6 := learnGateway(defaults6, a.Index, true)
 		if w.Gateway6Auto {
-			link.Gateway6 = learnGateway(defaults6, a.Index, true)
+			link.Gateway6 = gw6
 		}
+		link.Default6 = gw6.IsValid() || hasDefault(defaults6, a.Index)
 		out[w.Name] = link
 	}
 	return out, nil
@@ -289,4 +293,21 @@ func routeDeleted(r netlink.Route) string {
 		s += " (IPv6)"
 	}
 	return s
+}
+
+// hasDefault reports whether routes hold a default route through the
+// interface that is not multiwan's, with or without a gateway.
+func hasDefault(routes []netlink.Route, ifindex int) bool {
+	for _, r := range routes {
+		if r.LinkIndex != ifindex || int(r.Protocol) == plan.RouteProtocol {
+			continue
+		}
+		if r.Dst == nil {
+			return true
+		}
+		if ones, _ := r.Dst.Mask.Size(); ones == 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/multiwan/multiwan/internal/config"
@@ -45,6 +46,11 @@ const (
 	// anonymous verdict map per family); it is terminal, since the best
 	// WAN, whose address it lets through, changes at every failover.
 	ChainBound = "bound"
+	// ChainGuard is the last line of defence against a tunnel carrying
+	// its own outer packets (filter hook postrouting): a packet to a
+	// tunnel WAN's endpoint that is about to leave by that tunnel is
+	// counted and dropped. Present only when some WAN names endpoints.
+	ChainGuard = "loop_guard"
 	// ChainSteer holds the steering rules in order, each a goto to its
 	// policy's chain, and ends with a goto to the default policy's chain.
 	ChainSteer = "steer"
@@ -79,6 +85,10 @@ const (
 	// SetNAT6OIF is the WAN interfaces that masquerade IPv6 (NAT66);
 	// present only when a WAN carries IPv6.
 	SetNAT6OIF = "nat6_oif"
+	// SetNoIPv6Ifs is the interfaces of WANs that carry no IPv6 (no
+	// gateway6) while another WAN does: their IPv6 is left to the main
+	// table, untouched. Present only when a WAN carries IPv6.
+	SetNoIPv6Ifs = "nov6_ifs"
 )
 
 // Prefixes of the derived names, kept in one place for the functions below
@@ -138,6 +148,13 @@ const (
 	RuleSetSrc6 = "src6"
 	RuleSetDst6 = "dst6"
 )
+
+// GuardSet names the set of a tunnel WAN's endpoint addresses of one
+// family (4 or 6) that ChainGuard checks, e.g. GuardSet("wg1", 4) is
+// "guard_wg1_4".
+func GuardSet(wan string, family int) string {
+	return "guard_" + config.NFTName(wan) + "_" + strconv.Itoa(family)
+}
 
 // RuleSet names the match set of a steering rule that suffix (RuleSetIIF,
 // RuleSetSrc4, ...) says, e.g. RuleSet("isp2-portal", RuleSetDst4) is

@@ -69,6 +69,10 @@ type Link struct {
 	Gateway, Gateway6 netip.Addr
 	// PointToPoint is true for links that need no gateway (PPP, tunnels).
 	PointToPoint bool
+	// Default6 is true when someone else (router advertisements, a DHCPv6
+	// client) installed an IPv6 default route through the interface: it
+	// carries IPv6, whether or not the WAN says so (gateway6).
+	Default6 bool
 }
 
 // Links maps WAN names to what is observed of their interfaces.
@@ -398,17 +402,27 @@ func (p *planner) sourceRules(r ipRules, wans []*wanInfo) []Rule {
 	var out []Rule
 	for _, w := range wans {
 		if r.f == v6 && !w.cfg.IPv6 {
+			// No gateway6: the WAN's IPv6 is not multiwan's; its sockets
+			// are routed by the main table, not caught for the best WAN.
+			for _, a := range p.wanAddrs(w, r.f) {
+				rule := r.rule(prioSource+w.id, "unmarked sockets of "+w.cfg.Name+"'s IPv6 address: not managed (no gateway6)")
+				rule.Src, rule.Table = netip.PrefixFrom(a, a.BitLen()), TableMain
+				rule.Mark, rule.Mask = 0, p.d.IDMask
+				out = append(out, rule)
+			}
 			continue
 		}
 		for _, a := range p.wanAddrs(w, r.f) {
-			rule := r.rule(prioSource+w.id, "sockets bound to "+w.cfg.Name+"'s address")
+			rule := r.rule(prioSource+w.id, "unmarked sockets bound to "+w.cfg.Name+"'s address")
 			rule.Src, rule.Table = netip.PrefixFrom(a, a.BitLen()), w.cfg.Table
+			rule.Mark, rule.Mask = 0, p.d.IDMask
 			out = append(out, rule)
 		}
 		if r.f == v6 {
 			for _, pfx := range w.cfg.Prefixes6 {
-				rule := r.rule(prioSource+w.id, "prefix routed by "+w.cfg.Name+" without NAT")
+				rule := r.rule(prioSource+w.id, "unmarked packets from a prefix routed by "+w.cfg.Name+" without NAT")
 				rule.Src, rule.Table = pfx, w.cfg.Table
+				rule.Mark, rule.Mask = 0, p.d.IDMask
 				out = append(out, rule)
 			}
 		}

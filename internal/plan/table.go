@@ -39,14 +39,20 @@ func (p *planner) table(wans []*wanInfo) Table {
 	ruleSets, steer := p.steer()
 	base := p.baseChains()
 
+	guardSets, guard := p.guard(wans)
+
 	t := Table{Family: "inet", Name: TableName}
 	t.Sets = append(t.Sets, dispatch.restore, dispatch.byMark, dispatch.byIIF, nets.net, ifs.all, ifs.nat)
 	if p.d.IPv6 {
-		t.Sets = append(t.Sets, nets.net6, nets.src6, ifs.nat6)
+		t.Sets = append(t.Sets, nets.net6, nets.src6, ifs.nat6, ifs.noIPv6)
 	}
 	t.Sets = append(t.Sets, ruleSets...)
-	t.Chains = append(t.Chains, base.prerouting, base.output, base.inside, base.postrouting,
-		p.identifyChain(), p.boundChain(wans), steer)
+	t.Sets = append(t.Sets, guardSets...)
+	t.Chains = append(t.Chains, base.prerouting, base.output, base.inside, base.postrouting)
+	if guard != nil {
+		t.Chains = append(t.Chains, *guard)
+	}
+	t.Chains = append(t.Chains, p.identifyChain(), p.boundChain(wans), steer)
 	t.Chains = append(t.Chains, p.policyChains()...)
 	t.Chains = append(t.Chains, p.wanChains(wans)...)
 	return t
@@ -86,6 +92,7 @@ func (p *planner) baseChains() baseChains {
 	b.output = Chain{Name: ChainOutput, Type: "route", Hook: "output", Priority: "mangle", Rules: []string{
 		restore,
 		ctNew + " jump " + ChainIdentify,
+		ctNew + " jump " + ChainBound,
 	}}
 	if p.cfg.LocalTraffic {
 		b.output.Rules = append(b.output.Rules, ctNew+" jump "+ChainSteer)
@@ -109,19 +116,26 @@ func (p *planner) baseChains() baseChains {
 // identifyChain decides new connections whose WAN is known before any
 // steering rule, in this order: a packet already marked for a WAN (a
 // health probe's SO_MARK: it must leave by the WAN it tests, up or down),
-// a connection that arrived on a WAN (its replies leave by it), a router
-// socket bound to a WAN's address (ChainBound), a destination on a WAN's
-// own subnet (the ISP's router is reached directly), and for IPv6 a source
-// in a prefix a WAN routes without NAT (no other WAN can carry it). Each
-// match is a goto to the WAN's chain; the rest falls through to the caller,
-// which steers it.
+// a connection that arrived on a WAN (its replies leave by it), a
+// destination on a WAN's own subnet (the ISP's router is reached
+// directly), and for IPv6 a source in a prefix a WAN routes without NAT
+// (no other WAN can carry it). Each match is a goto to the WAN's chain; the
+// rest falls through to the caller: for the router's own packets
+// ChainBound, then the steering rules. IPv6 that arrived on a WAN without
+// IPv6 of its own (no gateway6) is left alone (accept): that WAN has no
+// IPv6 table, and its IPv6 is routed by the main table as if multiwan were
+// not there.
 func (p *planner) identifyChain() Chain {
 	c := Chain{Name: ChainIdentify, Comment: "connections whose WAN is known before any rule", Rules: []string{
 		fmt.Sprintf("meta mark and %s vmap @%s", hex(p.d.IDMask), MapWANMark),
-		"iifname vmap @" + MapWANIIF,
-		"jump " + ChainBound,
-		"ip daddr vmap @" + MapWANNet,
 	}}
+	if p.d.IPv6 {
+		c.Rules = append(c.Rules, "meta nfproto ipv6 iifname @"+SetNoIPv6Ifs+" accept")
+	}
+	c.Rules = append(c.Rules,
+		"iifname vmap @"+MapWANIIF,
+		"ip daddr vmap @"+MapWANNet,
+	)
 	if p.d.IPv6 {
 		c.Rules = append(c.Rules, "ip6 daddr vmap @"+MapWANNet6, "ip6 saddr vmap @"+MapWANSrc6)
 	}
@@ -181,6 +195,9 @@ func (p *planner) subnetMaps(wans []*wanInfo) subnetMaps {
 			if a.Addr().Is6() {
 				f = v6
 			}
+			if f == v6 && !w.cfg.IPv6 {
+				continue // IPv6 of a WAN without gateway6: not multiwan's
+			}
 			byNet[f] = append(byNet[f], Element{Key: a.Masked().String(), Value: goTo(WANChain(w.cfg.Name))})
 		}
 		for _, pfx := range w.cfg.Prefixes6 {
@@ -199,7 +216,7 @@ func (p *planner) subnetMaps(wans []*wanInfo) subnetMaps {
 
 // interfaceSets are the plain sets of WAN interfaces.
 type interfaceSets struct {
-	all, nat, nat6 Set
+	all, nat, nat6, noIPv6 Set
 }
 
 // interfaceSets decide by outgoing interface, at postrouting: SetWANIfs
@@ -207,9 +224,12 @@ type interfaceSets struct {
 // SetNAT6OIF the WANs whose packets are masqueraded (nat, nat6:
 // masquerade).
 func (p *planner) interfaceSets(wans []*wanInfo) interfaceSets {
-	var all, nat, nat6 []Element
+	var all, nat, nat6, noIPv6 []Element
 	for _, w := range wans {
 		all = append(all, Element{Key: quote(w.cfg.Interface)})
+		if !w.cfg.IPv6 {
+			noIPv6 = append(noIPv6, Element{Key: quote(w.cfg.Interface)})
+		}
 		if w.cfg.NAT == "masquerade" {
 			nat = append(nat, Element{Key: quote(w.cfg.Interface)})
 		}
@@ -221,15 +241,31 @@ func (p *planner) interfaceSets(wans []*wanInfo) interfaceSets {
 		all:  Set{Name: SetWANIfs, Type: "ifname", Elements: all, Comment: "every WAN interface"},
 		nat:  Set{Name: SetNATOIF, Type: "ifname", Elements: nat, Comment: "WAN interfaces that masquerade"},
 		nat6: Set{Name: SetNAT6OIF, Type: "ifname", Elements: nat6, Comment: "WAN interfaces that masquerade IPv6 (NAT66)"},
+		noIPv6: Set{Name: SetNoIPv6Ifs, Type: "ifname", Elements: noIPv6,
+			Comment: "WAN interfaces without gateway6: their IPv6 is not multiwan's"},
 	}
 }
 
-// boundChain decides the router's new sockets by their source address: a
-// socket bound to a WAN's address leaves by that WAN. The router's unbound
-// sockets take their source address from the best WAN (the catch-all ip
-// rule), so that address cannot tell a socket bound on purpose from one
-// that was not: it is left to the policy (return) when local traffic is
-// steered. An address two WANs share is the first one's.
+// boundChain decides the router's new sockets that are bound to a WAN's
+// address: they leave by that WAN, before any steering rule. It must not
+// take a socket whose source the kernel merely picked for one: the
+// catch-all ip rule gives the router's unbound sockets the best WAN's
+// address, and a socket outlives a change of the best WAN.
+//
+//   - A socket bound to no address of its own (`socket wildcard 1`: an
+//     unconnected socket listening on all addresses, like a WireGuard or
+//     DNS daemon's, which picks or remembers a source per packet) is never
+//     taken for a bound one, whatever source its packet carries: the rules
+//     and the policy decide.
+//   - A socket with an address of its own (bound, or connected: the kernel
+//     fixes the source at connect) and the address of a WAN that is not
+//     the best is taken as bound to that WAN.
+//   - The best WAN's address cannot tell a socket bound on purpose from an
+//     unbound one just connected: it is left to the rules and the policy
+//     (return) when local traffic is steered.
+//
+// An address two WANs share is the first one's. The v6 addresses of a WAN
+// without IPv6 of its own are left alone (accept), as in identify.
 //
 // The addresses are one anonymous map per family in a chain of its own:
 // the best WAN changes at every failover, and a chain whose rule decides
@@ -247,7 +283,10 @@ func (p *planner) boundChain(wans []*wanInfo) Chain {
 				best = d.Best6
 			}
 			verdict := goTo(WANChain(w.cfg.Name))
-			if p.cfg.LocalTraffic && w.cfg.Name == best {
+			switch {
+			case f == v6 && !w.cfg.IPv6:
+				verdict = "accept"
+			case p.cfg.LocalTraffic && w.cfg.Name == best:
 				verdict = "return"
 			}
 			for _, a := range p.wanAddrs(w, f) {
@@ -267,7 +306,7 @@ func (p *planner) boundChain(wans []*wanInfo) Chain {
 		for i, e := range byAddr[f] {
 			els[i] = e.String()
 		}
-		c.Rules = append(c.Rules, f.ip()+" saddr vmap { "+strings.Join(els, ", ")+" }")
+		c.Rules = append(c.Rules, "socket wildcard 0 "+f.ip()+" saddr vmap { "+strings.Join(els, ", ")+" }")
 	}
 	return c
 }
@@ -531,4 +570,47 @@ func (p *planner) wanChains(wans []*wanInfo) []Chain {
 		)
 	}
 	return out
+}
+
+// guard builds ChainGuard and its sets: for every WAN that names tunnel
+// endpoints, a packet to one of them leaving by the WAN's own interface is
+// counted and dropped. Such a packet is the tunnel's own outer traffic
+// routed into the tunnel: it would be encapsulated and sent again, into
+// the tunnel again, without end. Routing should never do it (the rules pin
+// the outer traffic to the underlay); the guard holds when something else
+// went wrong. nil when no WAN names endpoints.
+func (p *planner) guard(wans []*wanInfo) ([]Set, *Chain) {
+	var sets []Set
+	c := Chain{Name: ChainGuard, Type: "filter", Hook: "postrouting", Priority: "mangle",
+		Comment: "a tunnel never carries its own outer packets"}
+	for _, w := range wans {
+		var els [2][]Element
+		seen := map[netip.Addr]bool{}
+		for _, ep := range w.cfg.Endpoints {
+			a := ep.Addr()
+			if seen[a] {
+				continue
+			}
+			seen[a] = true
+			f := v4
+			if a.Is6() {
+				f = v6
+			}
+			els[f] = append(els[f], Element{Key: a.String()})
+		}
+		for _, f := range []fam{v4, v6} {
+			if len(els[f]) == 0 {
+				continue
+			}
+			name := GuardSet(w.cfg.Name, f.family())
+			sets = append(sets, Set{Name: name, Type: f.addrType(), Elements: els[f],
+				Comment: "endpoints of tunnel " + w.cfg.Name})
+			c.Rules = append(c.Rules, fmt.Sprintf("oifname %s %s daddr @%s counter drop comment %q",
+				quote(w.cfg.Interface), f.ip(), name, "loop: "+w.cfg.Name+"'s outer packet into "+w.cfg.Name))
+		}
+	}
+	if len(c.Rules) == 0 {
+		return nil, nil
+	}
+	return sets, &c
 }

@@ -28,6 +28,12 @@ type Packet struct {
 	// ToRouter is true when the destination is one of the router's own
 	// addresses (`fib daddr type local`).
 	ToRouter bool
+	// Wildcard is true for the router's own packet from a socket bound to
+	// no address of its own (`socket wildcard 1`): an unconnected socket
+	// listening on all addresses, like a WireGuard or DNS daemon's. A
+	// socket bound to an address, or connected, is not: its source was
+	// fixed when it was bound or connected.
+	Wildcard bool
 }
 
 // Local reports whether the packet is the router's own.
@@ -48,7 +54,9 @@ type Outcome struct {
 	Route *Route
 	// WAN names the WAN whose table held the route, if any.
 	WAN string
-	// Verdict is "route", "unreachable", "blackhole" or "no route".
+	// Verdict is "route", "unreachable", "blackhole", "no route", or
+	// "dropped" (by the loop guard, after routing), or "accepted" when
+	// multiwan leaves the packet alone (IPv6 of a WAN without gateway6).
 	Verdict string
 }
 
@@ -78,6 +86,15 @@ func (d *Desired) Trace(p Packet, main []Route) []Outcome {
 	for _, st := range t.run(hook, start, 0) {
 		o := d.route(p, st.mark, main)
 		o.Prob, o.CtMark, o.Chains = st.prob, st.ctmark, st.path
+		if o.Route != nil && t.chain(ChainGuard) != nil {
+			// Postrouting, where the outgoing interface is known.
+			t.oif = o.Route.Dev
+			for _, g := range t.run(ChainGuard, traceState{prob: 1, mark: st.mark, ctmark: st.ctmark}, 0) {
+				if g.dropped {
+					o.Verdict, o.Chains = "dropped", append(o.Chains, g.path...)
+				}
+			}
+		}
 		outs = append(outs, o)
 	}
 	slices.SortStableFunc(outs, func(a, b Outcome) int {
@@ -161,11 +178,16 @@ type traceState struct {
 	prob         float64
 	mark, ctmark uint32
 	path         []string
+	// accepted and dropped end the packet's way through every chain.
+	accepted, dropped bool
 }
 
+func (s traceState) final() bool { return s.accepted || s.dropped }
+
 type tracer struct {
-	d *Desired
-	p Packet
+	d   *Desired
+	p   Packet
+	oif string // the outgoing interface, once routed
 }
 
 // run evaluates a chain and returns the states in which control comes back
@@ -186,7 +208,13 @@ func (t *tracer) run(chain string, st traceState, depth int) []traceState {
 		var next []traceState
 		for _, s := range live {
 			cont, ret := t.rule(rule, s, depth)
-			next = append(next, cont...)
+			for _, c := range cont {
+				if c.final() {
+					done = append(done, c)
+				} else {
+					next = append(next, c)
+				}
+			}
 			done = append(done, ret...)
 		}
 		live = next
@@ -225,13 +253,30 @@ func (t *tracer) rule(text string, st traceState, depth int) (cont, ret []traceS
 			continue
 		case toks[0] == "jump" || toks[0] == "goto":
 			back := t.run(toks[1], st, depth+1)
+			// An accept or drop ends the packet's way, whatever called.
+			var final []traceState
+			back = slices.DeleteFunc(back, func(s traceState) bool {
+				if s.final() {
+					final = append(final, s)
+				}
+				return s.final()
+			})
 			if toks[0] == "goto" {
-				return nil, back
+				return nil, append(back, final...)
 			}
 			// Everything after a jump in the same rule is not used here.
-			return back, nil
+			return back, final
 		case toks[0] == "return":
 			return nil, []traceState{st}
+		case toks[0] == "accept":
+			st.accepted = true
+			return nil, []traceState{st}
+		case toks[0] == "drop":
+			st.dropped = true
+			return nil, []traceState{st}
+		case toks[0] == "counter":
+			toks = toks[1:]
+			continue
 		case toks[0] == "masquerade":
 			return []traceState{st}, nil
 		case toks[0] == "numgen" || toks[0] == "jhash":
@@ -326,12 +371,22 @@ func (t *tracer) selector(toks []string, st traceState) (key, val string, n int)
 		return two, fmt.Sprint(p.SrcPort), 2
 	case "th dport":
 		return two, fmt.Sprint(p.DstPort), 2
+	case "socket wildcard":
+		// Forwarded packets have no local socket: the expression does
+		// not match either value.
+		if !p.Local() {
+			return two, "\x00", 2
+		}
+		if p.Wildcard {
+			return two, "1", 2
+		}
+		return two, "0", 2
 	}
 	switch toks[0] {
 	case "iifname":
 		return "iifname", quote(p.IIF), 1
 	case "oifname":
-		return "oifname", `""`, 1
+		return "oifname", quote(t.oif), 1
 	case "fib": // fib daddr type
 		if p.ToRouter {
 			return "fib", "local", 3
