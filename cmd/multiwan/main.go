@@ -23,12 +23,15 @@ import (
 	"syscall"
 	"time"
 
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
 	"github.com/multiwan/multiwan/internal/config"
 	"github.com/multiwan/multiwan/internal/conntrack"
 	"github.com/multiwan/multiwan/internal/control"
 	"github.com/multiwan/multiwan/internal/daemon"
 	"github.com/multiwan/multiwan/internal/hooks"
 	"github.com/multiwan/multiwan/internal/kernel"
+	"github.com/multiwan/multiwan/internal/logging"
 	"github.com/multiwan/multiwan/internal/plan"
 )
 
@@ -198,7 +201,12 @@ func runDaemon(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "multiwan run: --log-level: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	// Under systemd, lines the journal reads: priority prefix, no time.
+	journal := false
+	if f, ok := stderr.(*os.File); ok {
+		journal = logging.UnderJournal(f)
+	}
+	log := logging.New(stderr, lv, journal)
 	cfg, ok := load(*path, stderr)
 	if !ok {
 		return 1
@@ -254,6 +262,12 @@ func runDaemon(args []string, stderr io.Writer) int {
 		Flows:  cleaner,
 		Hooks:  &runner,
 		Load:   func() (*config.Config, error) { return config.Load(*path) },
+		Notify: func(state string) {
+			if _, err := sddaemon.SdNotify(false, state); err != nil {
+				log.Debug("sd_notify", "err", err)
+			}
+		},
+		Watchdog: watchdogInterval(log),
 	})
 	go func() {
 		if err := srv.Serve(ctx, d, log); err != nil && ctx.Err() == nil {
@@ -269,4 +283,15 @@ func runDaemon(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// watchdogInterval is how often the daemon's loop pings systemd's
+// watchdog: half of WatchdogSec, when the unit sets one.
+func watchdogInterval(log *slog.Logger) time.Duration {
+	d, err := sddaemon.SdWatchdogEnabled(false)
+	if err != nil {
+		log.Warn("systemd watchdog settings unreadable; not pinging it", "err", err)
+		return 0
+	}
+	return d / 2
 }

@@ -3,6 +3,9 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/multiwan/multiwan/internal/config"
 	"github.com/multiwan/multiwan/internal/control"
@@ -39,6 +42,10 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		return errStopped
 	}
 	defer func() { <-d.reloading }()
+	// RELOADING=1 then READY=1, refused or not: systemctl reload waits
+	// for it, and the state it reports is the one running.
+	d.opt.Notify("RELOADING=1\n" + monotonicUsec())
+	defer d.opt.Notify("READY=1")
 	cfg, err := d.opt.Load()
 	if err != nil {
 		d.log.Error("reload refused, keeping the running config", "err", oneLine(err))
@@ -55,4 +62,14 @@ func (d *Daemon) Reload(ctx context.Context) error {
 // Subscribe returns the last n events and the live ones.
 func (d *Daemon) Subscribe(n int) ([]control.Event, <-chan control.Event, func()) {
 	return d.events.subscribe(n)
+}
+
+// monotonicUsec is the MONOTONIC_USEC= field that must come with
+// RELOADING=1 (systemd 253+, Type=notify-reload): CLOCK_MONOTONIC in µs.
+func monotonicUsec() string {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return ""
+	}
+	return fmt.Sprintf("MONOTONIC_USEC=%d", ts.Sec*1_000_000+ts.Nsec/1000)
 }

@@ -109,6 +109,17 @@ type Options struct {
 	// Now is the clock of health and status; time.Now when nil. Timers
 	// (retries, resync) use real time.
 	Now func() time.Time
+	// Notify tells the service manager (systemd's sd_notify protocol) how
+	// the daemon is: READY=1 once the first plan is installed, a STATUS=
+	// line whenever the WANs or policies change ("isp1 up, isp2 down;
+	// failover → isp1"), RELOADING=1 and READY=1 around a reload,
+	// STOPPING=1, and WATCHDOG=1. It is called from several goroutines and
+	// must not block for long. nil: nothing is sent.
+	Notify func(state string)
+	// Watchdog is how often the loop itself sends WATCHDOG=1 (half the
+	// service manager's WatchdogSec): a loop that hangs stops the pings
+	// and is restarted. 0: no pings.
+	Watchdog time.Duration
 }
 
 // Timing of the loop's own work.
@@ -195,6 +206,8 @@ type Daemon struct {
 	// guardDrops is what the loop guard dropped, per tunnel WAN, as last
 	// read.
 	guardDrops map[string]uint64
+	// statusLine is the STATUS= text last sent to the service manager.
+	statusLine string
 }
 
 // New returns a daemon for cfg. Nothing is touched until Run.
@@ -216,6 +229,9 @@ func New(cfg *config.Config, opt Options) *Daemon {
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now
+	}
+	if opt.Notify == nil {
+		opt.Notify = func(string) {}
 	}
 	d := &Daemon{
 		opt:             opt,

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -542,5 +543,89 @@ default_policy: failover
 	if len(got) != 2 || got[0].wan != "isp1" || got[0].cause != "the WAN left the config" ||
 		got[1].wan != "isp2" || got[1].cause != "the WAN's mark changed" {
 		t.Fatalf("reload renumbering: %+v", got)
+	}
+}
+
+// notes records what the daemon tells the service manager.
+type notes struct {
+	mu   sync.Mutex
+	msgs []string
+	k    *fakeKernel
+	// readyApplies is how many applies the kernel had seen when READY=1
+	// was first sent.
+	readyApplies int
+}
+
+func (n *notes) notify(state string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if strings.Contains(state, "READY=1") && n.readyApplies == 0 && n.k != nil {
+		n.readyApplies, _ = n.k.counts()
+		if n.readyApplies == 0 {
+			n.readyApplies = -1
+		}
+	}
+	n.msgs = append(n.msgs, state)
+}
+
+func (n *notes) count(sub string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := 0
+	for _, m := range n.msgs {
+		if strings.Contains(m, sub) {
+			c++
+		}
+	}
+	return c
+}
+
+// TestNotify: READY=1 only once the first plan is in the kernel, STATUS=
+// on a failover, RELOADING=1 then READY=1 around a reload, WATCHDOG=1 from
+// the loop (and none while the loop is stuck), STOPPING=1 at the end.
+func TestNotify(t *testing.T) {
+	n := &notes{}
+	h := startHarness(t, testConfig, func(h *harness) {
+		n.k = h.k
+		h.d.opt.Notify = n.notify
+		h.d.opt.Watchdog = 5 * time.Millisecond
+	})
+	h.waitFor("READY=1", func() bool { return n.count("READY=1") == 1 })
+	if n.readyApplies <= 0 {
+		t.Fatalf("READY=1 sent before the first apply (%d applies)", n.readyApplies)
+	}
+	h.rounds("isp1", true, 3)
+	h.rounds("isp2", true, 3)
+	h.rounds("isp1", false, 3)
+	h.waitFor("a STATUS line about the failover", func() bool {
+		return n.count("STATUS=isp1 down, isp2 up; failover → isp2") > 0
+	})
+	ready := n.count("READY=1")
+	if err := h.d.Reload(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	n.mu.Lock()
+	i := slices.IndexFunc(n.msgs, func(m string) bool { return strings.HasPrefix(m, "RELOADING=1\nMONOTONIC_USEC=") })
+	n.mu.Unlock()
+	if i < 0 || n.count("READY=1") != ready+1 {
+		t.Fatalf("reload: RELOADING=1 at %d, READY=1 %d times (was %d)", i, n.count("READY=1"), ready)
+	}
+	h.waitFor("watchdog pings", func() bool { return n.count("WATCHDOG=1") >= 3 })
+
+	// A stuck loop sends no pings.
+	entered, release := make(chan struct{}), make(chan struct{})
+	go func() { _ = h.d.call(context.Background(), func() { close(entered); <-release }) }()
+	<-entered
+	before := n.count("WATCHDOG=1")
+	time.Sleep(50 * time.Millisecond) // ten watchdog periods
+	during := n.count("WATCHDOG=1") - before
+	close(release)
+	h.waitFor("pings after the stall", func() bool { return n.count("WATCHDOG=1") > before+during })
+	if during != 0 {
+		t.Fatalf("%d watchdog pings while the loop was stuck", during)
+	}
+	h.stop()
+	if n.count("STOPPING=1") != 1 {
+		t.Fatalf("STOPPING=1 sent %d times", n.count("STOPPING=1"))
 	}
 }

@@ -29,6 +29,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 	var owned sync.WaitGroup
 	watchCtx, stopWatching := context.WithCancel(ctx)
 	defer func() {
+		d.opt.Notify("STOPPING=1\nSTATUS=removing multiwan's state")
 		stopWatching()
 		owned.Wait()
 		d.probers.stopAll()
@@ -43,6 +44,9 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 	if err := d.start(ctx); err != nil {
 		return err
 	}
+	// Only now: the service manager may declare the network online once
+	// the first plan is in the kernel.
+	d.opt.Notify("READY=1\nSTATUS=" + d.statusLine)
 	owned.Go(func() {
 		for {
 			select {
@@ -77,6 +81,16 @@ func (d *Daemon) loop(ctx context.Context) {
 	defer tick.Stop()
 	compact := newTimer()
 	defer compact.Stop()
+	// The watchdog pings come from this loop and nowhere else: a loop that
+	// hangs (an apply that never returns) stops them, and the service
+	// manager restarts the daemon, which adopts the kernel state.
+	var watchdog <-chan time.Time
+	if d.opt.Watchdog > 0 {
+		t := time.NewTicker(d.opt.Watchdog)
+		defer t.Stop()
+		watchdog = t.C
+		d.opt.Notify("WATCHDOG=1")
+	}
 	for {
 		if d.compactDue {
 			d.compactDue = false
@@ -110,6 +124,9 @@ func (d *Daemon) loop(ctx context.Context) {
 		case <-d.repair.timer.C():
 			d.repairDue(ctx)
 			kind = "repair"
+		case <-watchdog:
+			d.opt.Notify("WATCHDOG=1")
+			kind = "watchdog"
 		case <-compact.C():
 			compact.fired()
 			if err := d.opt.Kernel.Compact(ctx); err != nil {

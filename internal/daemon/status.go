@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/multiwan/multiwan/internal/control"
@@ -77,6 +78,55 @@ func (d *Daemon) publishStatus() {
 	}
 	st.Daemon = d.daemonStatus()
 	d.status.Store(&st)
+	if line := statusLine(&st); line != d.statusLine {
+		d.statusLine = line
+		d.opt.Notify("STATUS=" + line)
+	}
+}
+
+// statusLine says in one line how the WANs and policies are, for the
+// service manager's STATUS= ("isp1 up, isp2 down; failover → isp1").
+func statusLine(st *control.Status) string {
+	var b strings.Builder
+	for i, w := range st.WANs {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(w.Name + " " + w.State)
+	}
+	for _, p := range st.Policies {
+		if strings.HasPrefix(p.Name, "wan:") {
+			continue // a rule's one-WAN shorthand says nothing new
+		}
+		b.WriteString("; " + p.Name + " → ")
+		if len(p.Active) == 0 {
+			b.WriteString(orDash(p.LastResort))
+		}
+		for i, a := range p.Active {
+			if i > 0 {
+				b.WriteString("+")
+			}
+			b.WriteString(a.WAN)
+		}
+	}
+	if st.Override != "" {
+		b.WriteString("; override " + st.Override)
+	}
+	if st.Daemon != nil && st.Daemon.ApplyError != "" {
+		b.WriteString("; apply failing")
+	}
+	line := b.String()
+	if len(line) > 240 {
+		line = line[:237] + "..."
+	}
+	return line
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // daemonStatus says how the control plane itself is doing: apply
