@@ -10,6 +10,8 @@
 //	POST /v1/use {"wan":W}   → 200 {"ok":true}; refused 400, failed 500
 //	POST /v1/reload          → 200 {"ok":true}; refused 422, failed 500
 //	GET  /v1/events?past=N   → 200 application/x-ndjson, one Event a line
+//	                           (text/event-stream when the client accepts it)
+//	GET  /v1/history?window=1h|24h[&since=UNIX] → 200 History
 //
 // Every failure is answered with a JSON object {"error": message}: unknown
 // paths 404, wrong methods 405, use or reload on a read-only listener 403,
@@ -26,6 +28,7 @@ package control
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +39,7 @@ import (
 	"net/url"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -49,6 +53,44 @@ type Handler interface {
 	Reload(ctx context.Context) error
 	// Subscribe returns live events, and the last ones (at most n of them, oldest first). The channel is closed when cancel is called or when the subscriber fell too far behind.
 	Subscribe(n int) (past []Event, live <-chan Event, cancel func())
+}
+
+// Historian is a Handler that keeps the recent past for the dashboard:
+// per WAN and family, RTT, loss and state; traffic per WAN.
+type Historian interface {
+	// History returns the points of window ("1h": one a second, "24h":
+	// one a minute) after since (the zero time: all of them).
+	History(window string, since time.Time) (History, error)
+}
+
+// History is the recent past, as the dashboard draws it. Every series
+// has one point per Step, the last one at End.
+type History struct {
+	Window  string           `json:"window"`
+	Step    float64          `json:"step_seconds"`
+	End     time.Time        `json:"end"`
+	WANs    []WANHistory     `json:"wans"`
+	Traffic []TrafficHistory `json:"traffic"`
+}
+
+// WANHistory is one WAN's health over a window, for one family. A point
+// with no probe answer has a null RTT.
+type WANHistory struct {
+	WAN     string     `json:"wan"`
+	Family  string     `json:"family"`
+	RTTms   []*float64 `json:"rtt_ms"`
+	LossPct []*float64 `json:"loss_pct"`
+	// State is each point's state: up, degraded, down, unknown, or "" when
+	// the daemon was not running.
+	State []string `json:"state"`
+}
+
+// TrafficHistory is one WAN's traffic over a window, in bits per second,
+// from multiwan's own counters (bytes in and out of the WAN's interface).
+type TrafficHistory struct {
+	WAN    string    `json:"wan"`
+	InBps  []float64 `json:"in_bps"`
+	OutBps []float64 `json:"out_bps"`
 }
 
 // Refused is a request the daemon turned down because of what was asked (unknown WAN, invalid config), as opposed to a failure while carrying it out.
@@ -114,6 +156,12 @@ type APIOptions struct {
 	// RequestTimeout bounds the daemon's work on one use or reload. Zero
 	// means DefaultRequestTimeout.
 	RequestTimeout time.Duration
+	// Token, when not empty and Control is not set, allows use and reload
+	// to a request carrying "Authorization: Bearer TOKEN" (the network
+	// listener with http.token_file). A browser never sends such a header
+	// by itself, so another site cannot make it act (CSRF); a request that
+	// says it comes from another site is refused anyway.
+	Token string
 }
 
 // NewAPI returns the control API over h.
@@ -142,10 +190,11 @@ type api struct {
 
 // The API's paths.
 const (
-	pathStatus = "/v1/status"
-	pathUse    = "/v1/use"
-	pathReload = "/v1/reload"
-	pathEvents = "/v1/events"
+	pathStatus  = "/v1/status"
+	pathUse     = "/v1/use"
+	pathReload  = "/v1/reload"
+	pathEvents  = "/v1/events"
+	pathHistory = "/v1/history"
 )
 
 // okBody and errorBody are the answers to use and reload, and to any
@@ -199,6 +248,8 @@ func (a *api) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		method, control, serve = http.MethodPost, true, a.reload
 	case pathEvents:
 		method, serve = http.MethodGet, a.events
+	case pathHistory:
+		method, serve = http.MethodGet, a.history
 	default:
 		a.fail(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %q", truncate(r.URL.Path, 100)))
 		return
@@ -208,11 +259,74 @@ func (a *api) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		a.fail(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s wants %s, not %s", r.URL.Path, method, truncate(r.Method, 20)))
 		return
 	}
-	if control && !a.opt.Control {
-		a.fail(w, http.StatusForbidden, fmt.Sprintf("%s is not allowed on this listener: it is read-only", r.URL.Path))
+	if control && !a.opt.Control && !a.tokenAllows(r) {
+		msg := fmt.Sprintf("%s is not allowed on this listener: it is read-only", r.URL.Path)
+		if a.opt.Token != "" {
+			msg = fmt.Sprintf("%s needs the token (Authorization: Bearer …) from a page of this listener", r.URL.Path)
+		}
+		a.fail(w, http.StatusForbidden, msg)
 		return
 	}
 	serve(w, r)
+}
+
+// tokenAllows reports whether r proves it may change the daemon on a
+// read-only listener: the configured token, from a page of this listener.
+func (a *api) tokenAllows(r *http.Request) bool {
+	if a.opt.Token == "" {
+		return false
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(a.opt.Token)) != 1 {
+		return false
+	}
+	if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+		return false
+	}
+	if origin := r.Header.Get("Origin"); origin != "" {
+		u, err := url.Parse(origin)
+		if err != nil || u.Host != r.Host {
+			return false
+		}
+	}
+	return true
+}
+
+// history answers GET /v1/history?window=1h|24h[&since=UNIX].
+func (a *api) history(w *trackingWriter, r *http.Request) {
+	hh, ok := a.h.(Historian)
+	if !ok {
+		a.fail(w, http.StatusNotFound, "this daemon keeps no history")
+		return
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		a.fail(w, http.StatusBadRequest, "malformed query: "+err.Error())
+		return
+	}
+	window := q.Get("window")
+	if window == "" {
+		window = "1h"
+	}
+	if window != "1h" && window != "24h" {
+		a.fail(w, http.StatusBadRequest, fmt.Sprintf("window must be 1h or 24h, not %q", truncate(window, 20)))
+		return
+	}
+	var since time.Time
+	if v := q.Get("since"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			a.fail(w, http.StatusBadRequest, fmt.Sprintf("since must be a unix time in seconds, not %q", truncate(v, 20)))
+			return
+		}
+		since = time.Unix(n, 0)
+	}
+	h, err := hh.History(window, since)
+	if err != nil {
+		a.fail(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	a.reply(w, http.StatusOK, h)
 }
 
 func (a *api) status(w *trackingWriter, r *http.Request) {
@@ -309,7 +423,14 @@ func (a *api) events(w *trackingWriter, r *http.Request) {
 	// after the last event's deadline.
 	defer func() { _ = rc.SetWriteDeadline(time.Now().Add(a.opt.WriteTimeout)) }()
 
-	w.Header().Set("Content-Type", "application/x-ndjson")
+	// Browsers read server-sent events (EventSource); everything else
+	// one JSON object a line.
+	sse := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+	if sse {
+		w.Header().Set("Content-Type", "text/event-stream")
+	} else {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
@@ -324,6 +445,9 @@ func (a *api) events(w *trackingWriter, r *http.Request) {
 		if err != nil {
 			a.log.Warn("control: cannot encode event", "err", err)
 			return true
+		}
+		if sse {
+			b = append(append([]byte("data: "), b...), '\n')
 		}
 		_ = rc.SetWriteDeadline(time.Now().Add(a.opt.WriteTimeout))
 		if _, err := w.Write(append(b, '\n')); err != nil {

@@ -17,10 +17,11 @@ import (
 
 // Server is the control socket: a unix socket serving the control API
 // (NewAPI with Control set) over HTTP/1.1, hardened against clients that
-// stall, flood or send junk.
+// stall, flood or send junk; or the opt-in network listener (ListenTCP)
+// serving the same API read-only, with the dashboard and metrics.
 type Server struct {
-	path   string
-	ln     *net.UnixListener
+	path   string // "" for a TCP listener
+	ln     net.Listener
 	ino    uint64 // the socket file's inode, to remove only our own
 	lim    limits
 	closed chan struct{} // closed with the listener
@@ -172,6 +173,29 @@ func (s *Server) Path() string { return s.path }
 // either of those, or the error that stopped it from accepting. log may
 // be nil.
 func (s *Server) Serve(ctx context.Context, h Handler, log *slog.Logger) error {
+	return s.ServeWith(ctx, log, func(opt APIOptions) http.Handler {
+		opt.Control = true
+		return NewAPI(h, opt)
+	})
+}
+
+// ListenTCP opens the network listener at addr ("192.0.2.1:9731"): the
+// same hardened server as the control socket, for ServeWith.
+func ListenTCP(addr string) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http listener: %w", err)
+	}
+	return &Server{ln: ln, lim: defaultLimits, closed: make(chan struct{})}, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// ServeWith is Serve with the handler mk returns for the server's
+// options (APIOptions with the server's limits and stop channel filled
+// in), for a listener that serves more than the API.
+func (s *Server) ServeWith(ctx context.Context, log *slog.Logger, mk func(APIOptions) http.Handler) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -183,8 +207,7 @@ func (s *Server) Serve(ctx context.Context, h Handler, log *slog.Logger) error {
 
 	cl := newConnLimiter(s.ln, lim.maxConns, lim.writeTimeout, s.closed, s.closeListener, log)
 	hs := &http.Server{
-		Handler: NewAPI(h, APIOptions{
-			Control:      true,
+		Handler: mk(APIOptions{
 			Log:          log,
 			Done:         stopStreams,
 			MaxStreams:   lim.maxStreams,
@@ -574,6 +597,9 @@ func (s *Server) Close() error {
 	err := s.closeListener()
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
+	}
+	if s.path == "" {
+		return err
 	}
 	if fi, serr := os.Stat(s.path); serr == nil {
 		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Ino == s.ino {
