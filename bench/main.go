@@ -49,6 +49,8 @@ var measurements = []measurement{
 	{"false-alarms", func() error { return falseAlarms() }},
 	{"decision", func() error { return decisionToKernel() }},
 	{"footprint", func() error { return footprint() }},
+	{"instruments", func() error { return instrumentsFootprint() }},
+	{"counters", func() error { return counterCost() }},
 	{"balance", func() error { return balanceAccuracy() }},
 	{"throughput", func() error { return throughput() }},
 	{"prefixes", func() error { return prefixCost() }},
@@ -141,9 +143,10 @@ func main() {
 
 // daemon is multiwan running in a lab's router namespace.
 type daemon struct {
-	l    *lab.Lab
-	cfg  string
-	proc *lab.Proc
+	l           *lab.Lab
+	cfg         string
+	sock, stateDir string // its control socket and state_dir
+	proc        *lab.Proc
 }
 
 func startDaemon(l *lab.Lab, cfg string) (*daemon, error) {
@@ -152,7 +155,8 @@ func startDaemon(l *lab.Lab, cfg string) (*daemon, error) {
 		return nil, err
 	}
 	path := filepath.Join(dir, "multiwan.yaml")
-	cfg += fmt.Sprintf("control: {socket: %s}\nstate_dir: %s\n", filepath.Join(dir, "mw.sock"), filepath.Join(dir, "state"))
+	sock, state := filepath.Join(dir, "mw.sock"), filepath.Join(dir, "state")
+	cfg += fmt.Sprintf("control: {socket: %s}\nstate_dir: %s\n", sock, state)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -160,7 +164,7 @@ func startDaemon(l *lab.Lab, cfg string) (*daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{l: l, cfg: path, proc: p}
+	d := &daemon{l: l, cfg: path, sock: sock, stateDir: state, proc: p}
 	return d, d.waitState("isp1", "up", 10*time.Second)
 }
 
@@ -359,25 +363,8 @@ func footprint() error {
 		return err
 	}
 	defer l.Close()
-	// A fourth WAN: a second link from the router to isp3.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for _, argv := range [][]string{
-		{"ip", "link", "add", "wan4", "type", "veth", "peer", "name", "cust4", "netns", nsPath(l, lab.ISPNS(3))},
-		{"ip", "addr", "add", "192.0.2.194/26", "dev", "wan4"},
-		{"ip", "link", "set", "wan4", "up"},
-	} {
-		if out, err := l.Exec(ctx, lab.NSRouter, argv...); err != nil {
-			return fmt.Errorf("%v: %v %s", argv, err, out)
-		}
-	}
-	for _, argv := range [][]string{
-		{"ip", "addr", "add", "192.0.2.193/26", "dev", "cust4"},
-		{"ip", "link", "set", "cust4", "up"},
-	} {
-		if out, err := l.Exec(ctx, lab.ISPNS(3), argv...); err != nil {
-			return fmt.Errorf("%v: %v %s", argv, err, out)
-		}
+	if err := fourthWAN(l); err != nil {
+		return err
 	}
 	policy := `policies:
   - name: all

@@ -5,11 +5,18 @@ set -euo pipefail
 declare -A pkg=(
   [nft]=nftables [ip]=iproute2 [conntrack]=conntrack [curl]=curl
   [iperf3]=iperf3 [dnsmasq]=dnsmasq-base [dhclient]=isc-dhcp-client [socat]=socat [ping]=iputils-ping
+  [chromium]=chromium
+  # packaging/ tests: the package, its unit (ExecReload runs /bin/kill,
+  # from procps), manual pages and completions
+  [dpkg-deb]=dpkg [lintian]=lintian [systemd-analyze]=systemd [pkill]=procps
+  [groff]=groff-base [man]=man-db [zsh]=zsh
 )
 missing=()
 for cmd in "${!pkg[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg[$cmd]}")
 done
+# The dashboard's screenshots need a font (no command to look for).
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

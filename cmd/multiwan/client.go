@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -29,9 +30,22 @@ func dial(path string, stderr io.Writer) (*control.Client, bool) {
 }
 
 func status(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return statusUntil(ctx, args, stdout, stderr, time.Second)
+}
+
+// statusUntil is status; with --watch it redraws the table every period
+// until ctx ends.
+func statusUntil(ctx context.Context, args []string, stdout, stderr io.Writer, period time.Duration) int {
 	fs, path := flags("status", stderr)
 	asJSON := fs.Bool("json", false, "print the status as JSON")
+	watch := fs.Bool("watch", false, "redraw the table every second until interrupted")
 	if !parse(fs, args, stderr) {
+		return 2
+	}
+	if *watch && *asJSON {
+		fmt.Fprintln(stderr, "multiwan status: --watch draws the table; use multiwan events --json to follow changes")
 		return 2
 	}
 	c, ok := dial(*path, stderr)
@@ -39,22 +53,39 @@ func status(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer c.Close()
-	st, err := c.Status()
-	if err != nil {
-		fmt.Fprintf(stderr, "multiwan status: %v\n", err)
-		return 1
-	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(st); err != nil {
+	for {
+		st, err := c.Status()
+		if err != nil {
 			fmt.Fprintf(stderr, "multiwan status: %v\n", err)
 			return 1
 		}
-		return 0
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(st); err != nil {
+				fmt.Fprintf(stderr, "multiwan status: %v\n", err)
+				return 1
+			}
+			return 0
+		}
+		if !*watch {
+			st.Table(stdout)
+			return 0
+		}
+		// Home, clear: one screen, redrawn.
+		var b bytes.Buffer
+		b.WriteString("\x1b[H\x1b[2J")
+		fmt.Fprintf(&b, "multiwan status, every %v (%s); Ctrl-C to stop\n\n", period, time.Now().Format("15:04:05"))
+		st.Table(&b)
+		if _, err := stdout.Write(b.Bytes()); err != nil {
+			return 1
+		}
+		select {
+		case <-ctx.Done():
+			return 0
+		case <-time.After(period):
+		}
 	}
-	st.Table(stdout)
-	return 0
 }
 
 func use(args []string, stdout, stderr io.Writer) int {

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -32,7 +33,9 @@ import (
 	"github.com/multiwan/multiwan/internal/hooks"
 	"github.com/multiwan/multiwan/internal/kernel"
 	"github.com/multiwan/multiwan/internal/logging"
+	"github.com/multiwan/multiwan/internal/metrics"
 	"github.com/multiwan/multiwan/internal/plan"
+	"github.com/multiwan/multiwan/internal/web"
 )
 
 const usage = `usage: multiwan <command> [flags]
@@ -45,6 +48,11 @@ commands:
   use    -c FILE WAN|auto          prefer WAN in every policy that has it; auto returns to the health-driven choice
   reload -c FILE                   make the daemon re-read its config; an invalid one is refused and changes nothing
   events -c FILE [--past N] [--json]  follow the daemon's events live (state changes, switches, repairs, reloads)
+  explain -c FILE --src A --dst B [--proto P] [--sport N] [--dport N] [--iif IF] [--local] [--offline [--down WAN,...]] [--json]
+                                   the path a new connection takes: rule, policy, WAN, chains, ip rule, source after NAT, and if its WAN died
+  init   [-o FILE]                 propose a config for this box from its interfaces and default routes (changes nothing)
+  import mwan3 FILE                convert an OpenWrt mwan3 config (/etc/config/mwan3) to multiwan YAML on stdout
+  version                          print the version, commit and Go version
 
 -c defaults to ` + config.DefaultPath + "\n"
 
@@ -73,6 +81,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return reload(args, stdout, stderr)
 	case "events":
 		return events(args, stdout, stderr)
+	case "explain":
+		return explain(args, stdout, stderr)
+	case "init":
+		return initCmd(args, stdout, stderr)
+	case "import":
+		return importCmd(args, stdout, stderr)
+	case "version":
+		return version(args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -151,26 +167,13 @@ func planCmd(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	health := plan.Health{}
-	for _, w := range cfg.WANs {
-		health[w.Name], health[plan.Key6(w.Name)] = plan.StateUp, plan.StateUp
-	}
-	if *down != "" {
-		for _, name := range strings.Split(*down, ",") {
-			name = strings.TrimSpace(name)
-			if _, ok := cfg.WANByName(name); !ok {
-				fmt.Fprintf(stderr, "multiwan plan: --down: no WAN named %q\n", name)
-				return 1
-			}
-			health[name], health[plan.Key6(name)] = plan.StateDown, plan.StateDown
-		}
-	}
 	// No kernel access here: every link is assumed present and up, with
 	// no addresses known yet. A `gateway: auto` WAN is shown routed through
 	// its interface (gateway6: auto too); run uses the gateway it learns.
-	links := plan.Links{}
-	for _, w := range cfg.WANs {
-		links[w.Name] = plan.Link{Exists: true, Up: true, PointToPoint: w.GatewayAuto || w.Gateway6Auto}
+	health, links, err := offlineState(cfg, *down)
+	if err != nil {
+		fmt.Fprintf(stderr, "multiwan plan: %v\n", err)
+		return 1
 	}
 	d := plan.Plan(cfg, health, links, "")
 	fmt.Fprintf(stdout, "# multiwan plan for %s", cfg.File)
@@ -255,13 +258,18 @@ func runDaemon(args []string, stderr io.Writer) int {
 	}
 	defer srv.Close()
 	var runner hooks.Runner
+	m := metrics.New(nil)
+	runner.Done = m.HookRan
 	log.Info("multiwan starting", "config", cfg.File, "wans", len(cfg.WANs), "socket", srv.Path())
 	d := daemon.New(cfg, daemon.Options{
-		Log:    log,
-		Kernel: k,
-		Flows:  cleaner,
-		Hooks:  &runner,
-		Load:   func() (*config.Config, error) { return config.Load(*path) },
+		Log:        log,
+		Kernel:     k,
+		Flows:      cleaner,
+		Hooks:      &runner,
+		Metrics:    m,
+		Counters:   k.Counters,
+		CountFlows: countFlows(log),
+		Load:       func() (*config.Config, error) { return config.Load(*path) },
 		Notify: func(state string) {
 			if _, err := sddaemon.SdNotify(false, state); err != nil {
 				log.Debug("sd_notify", "err", err)
@@ -269,11 +277,15 @@ func runDaemon(args []string, stderr io.Writer) int {
 		},
 		Watchdog: watchdogInterval(log),
 	})
+	m.SetSource(d)
 	go func() {
 		if err := srv.Serve(ctx, d, log); err != nil && ctx.Err() == nil {
 			log.Error("control socket stopped", "err", err)
 		}
 	}()
+	if cfg.HTTP.Listen.IsValid() {
+		serveHTTP(ctx, cfg, d, m, log)
+	}
 	err = d.Run(ctx, reload)
 	wait, cancel := context.WithTimeout(context.Background(), 11*time.Second)
 	defer cancel()
@@ -294,4 +306,55 @@ func watchdogInterval(log *slog.Logger) time.Duration {
 		return 0
 	}
 	return d / 2
+}
+
+// serveHTTP starts the opt-in network listener: the dashboard at /,
+// Prometheus metrics at /metrics, and the control API at /v1/, read-only
+// unless a request carries the token of http.token_file. A listener that
+// cannot start is logged; routing goes on without it.
+func serveHTTP(ctx context.Context, cfg *config.Config, d *daemon.Daemon, m *metrics.Metrics, log *slog.Logger) {
+	token := ""
+	if cfg.HTTP.TokenFile != "" {
+		t, err := config.ReadToken(cfg.HTTP.TokenFile)
+		if err != nil {
+			log.Error("http listener: no token, so the dashboard is read-only", "err", err)
+		}
+		token = t
+	}
+	srv, err := control.ListenTCP(cfg.HTTP.Listen.String())
+	if err != nil {
+		log.Error("http listener not started", "listen", cfg.HTTP.Listen, "err", err)
+		return
+	}
+	log.Info("http listener", "listen", srv.Addr(), "control", token != "")
+	go func() {
+		defer srv.Close()
+		err := srv.ServeWith(ctx, log, func(opt control.APIOptions) http.Handler {
+			opt.Token = token
+			mux := http.NewServeMux()
+			mux.Handle("/v1/", control.NewAPI(d, opt))
+			mux.Handle("/metrics", m.Handler())
+			mux.Handle("/", web.Handler())
+			return mux
+		})
+		if err != nil && ctx.Err() == nil {
+			log.Error("http listener stopped", "err", err)
+		}
+	}()
+}
+
+// countFlows counts conntrack entries per mark on a socket of its own (the
+// daemon's cleaner is the loop's), for the connections-per-WAN metric.
+func countFlows(log *slog.Logger) func(mask uint32) (map[uint32]int, error) {
+	var c *conntrack.Cleaner
+	return func(mask uint32) (map[uint32]int, error) {
+		if c == nil {
+			var err error
+			if c, err = conntrack.Open(); err != nil {
+				log.Debug("conntrack counting unavailable", "err", err)
+				return nil, err
+			}
+		}
+		return c.CountByMark(mask)
+	}
 }

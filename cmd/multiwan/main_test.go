@@ -351,3 +351,22 @@ default_policy: p
 		t.Fatalf("stderr %q, want one line starting %q", errs.String(), want)
 	}
 }
+
+// TestStatusWatch: --watch redraws the table until interrupted.
+func TestStatusWatch(t *testing.T) {
+	d := newFakeDaemon()
+	cfg := startDaemon(t, d)
+	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+	defer cancel()
+	var out, errs bytes.Buffer
+	if code := statusUntil(ctx, []string{"-c", cfg, "--watch"}, &out, &errs, 50*time.Millisecond); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs.String())
+	}
+	if n := strings.Count(out.String(), "\x1b[H\x1b[2J"); n < 2 || strings.Count(out.String(), "policy failover: isp2 100%") != n {
+		t.Fatalf("%d redraws:\n%q", n, out.String())
+	}
+	var errs2 bytes.Buffer
+	if code := statusUntil(ctx, []string{"-c", cfg, "--watch", "--json"}, &out, &errs2, time.Second); code != 2 {
+		t.Fatalf("--watch --json: exit %d", code)
+	}
+}

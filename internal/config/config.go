@@ -71,6 +71,9 @@ type Config struct {
 	// LocalTraffic steers the router's own connections too.
 	LocalTraffic bool
 	Control      Control
+	// HTTP is the opt-in network listener (dashboard, metrics, read-only
+	// API); its zero value means none.
+	HTTP HTTP
 	// Hooks are executables run on every state change; HookTimeout bounds
 	// each run.
 	Hooks       []string
@@ -182,6 +185,16 @@ type Rule struct {
 // PortRange is an inclusive range of ports; a single port has First == Last.
 type PortRange struct {
 	First, Last uint16
+}
+
+// HTTP configures the network listener.
+type HTTP struct {
+	// Listen is the address and port ("198.18.0.1:9731"); empty: no
+	// listener.
+	Listen netip.AddrPort
+	// TokenFile names a file holding the token that allows use and auto
+	// from the dashboard; empty: read-only.
+	TokenFile string
 }
 
 // Control configures the control socket.

@@ -1013,3 +1013,37 @@ default_policy: p
 		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+func TestHTTPListener(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "token")
+	short := filepath.Join(dir, "short")
+	if err := os.WriteFile(good, []byte("0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(short, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	head := "wans: [{name: a, interface: eth0, gateway: 192.0.2.1, probe: {targets: [203.0.113.20]}}]\npolicies: [{name: p, members: [{wan: a}]}]\ndefault_policy: p\n"
+	cfg, err := Parse("t.yaml", []byte(head+"http: {listen: \"198.18.0.1:9731\", token_file: "+good+"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP.Listen.String() != "198.18.0.1:9731" || cfg.HTTP.TokenFile != good {
+		t.Fatalf("http %+v", cfg.HTTP)
+	}
+	if tok, err := ReadToken(good); err != nil || tok != "0123456789abcdef0123" {
+		t.Fatalf("token %q %v", tok, err)
+	}
+	for text, want := range map[string]string{
+		"http: {listen: 9731}\n":                                    "t.yaml:4:16: listen: expected an address and port, like 198.18.0.1:9731, got 9731",
+		"http: {listen: \"198.18.0.1:0\"}\n":                        `t.yaml:4:16: listen: expected an address and port, like 198.18.0.1:9731, got "198.18.0.1:0"`,
+		"http: {token_file: " + good + "}\n":                        "t.yaml:4:8: listen is required",
+		"http: {listen: \"[::1]:80\", token_file: " + short + "}\n": "t.yaml:4:40: token_file: token file " + short + ": the token must be at least 16 characters (e.g. head -c 24 /dev/urandom | base64)",
+	} {
+		_, err := Parse("t.yaml", []byte(head+text))
+		if err == nil || err.Error() != want {
+			t.Errorf("%s: got %v\nwant %s", text, err, want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"math"
 	"net/netip"
@@ -145,6 +146,7 @@ func (d *decoder) config(root value) *Config {
 			}
 		},
 		"control": func(v value) { d.control(v, &c.Control) },
+		"http":    func(v value) { d.http(v, &c.HTTP) },
 		"hooks": func(v value) {
 			items, _ := v.list(false)
 			for _, item := range items {
@@ -577,6 +579,65 @@ func addPrefixes(to, list []netip.Prefix) []netip.Prefix {
 		return slices.Clip(list)
 	}
 	return append(to, list...)
+}
+
+// maxTokenBytes bounds the token file: a token is a line of text.
+const maxTokenBytes = 4 << 10
+
+func (d *decoder) http(v value, h *HTTP) {
+	keys, ok := v.mapping("http", fields{
+		"listen": func(v value) {
+			const want = "an address and port, like 198.18.0.1:9731"
+			s, ok := v.text(want)
+			if !ok {
+				return
+			}
+			ap, err := netip.ParseAddrPort(strings.TrimSpace(s))
+			if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
+				v.mistyped(want)
+				return
+			}
+			h.Listen = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		},
+		"token_file": func(v value) {
+			p, ok := absPath(v)
+			if !ok {
+				return
+			}
+			if _, err := ReadToken(p); err != nil {
+				var pe *os.PathError
+				if errors.As(err, &pe) && errors.Is(err, fs.ErrPermission) {
+					h.TokenFile = p // not readable by check's user: the daemon reads it
+					return
+				}
+				v.errorf("%v", err)
+				return
+			}
+			h.TokenFile = p
+		},
+	})
+	if ok {
+		v.require(keys, "listen")
+	}
+}
+
+// ReadToken reads the dashboard's token from path: a regular file of at
+// most 4 KiB whose first line, trimmed, is the token (at least 16 bytes:
+// it is a password on the network).
+func ReadToken(path string) (string, error) {
+	data, err := readRegular(path, maxTokenBytes)
+	if p, ok := err.(*fileProblem); ok {
+		return "", fmt.Errorf("token file %s %s", path, p.msg)
+	}
+	if err != nil {
+		return "", err
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	token := strings.TrimSpace(line)
+	if len(token) < 16 {
+		return "", fmt.Errorf("token file %s: the token must be at least 16 characters (e.g. head -c 24 /dev/urandom | base64)", path)
+	}
+	return token, nil
 }
 
 func (d *decoder) control(v value, c *Control) {

@@ -43,24 +43,30 @@ func ifname(v value) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	var why string
-	switch {
-	case s == "":
-		why = "empty"
-	case len(s) > 15:
-		why = "longer than 15 bytes"
-	case s == "." || s == "..":
-		why = `"." and ".." are not allowed`
-	case strings.ContainsAny(s, "/:"):
-		why = "contains / or :"
-	case strings.ContainsAny(s, " \t\n\v\f\r\x00"):
-		why = "contains whitespace"
-	}
-	if why != "" {
+	if why := ifnameProblem(s); why != "" {
 		v.errorf("%q is not a valid interface name (%s)", s, why)
 		return "", false
 	}
 	return s, true
+}
+
+// ValidIfname reports whether s can be a Linux interface name.
+func ValidIfname(s string) bool { return ifnameProblem(s) == "" }
+
+func ifnameProblem(s string) string {
+	switch {
+	case s == "":
+		return "empty"
+	case len(s) > 15:
+		return "longer than 15 bytes"
+	case s == "." || s == "..":
+		return `"." and ".." are not allowed`
+	case strings.ContainsAny(s, "/:"):
+		return "contains / or :"
+	case strings.ContainsAny(s, " \t\n\v\f\r\x00"):
+		return "contains whitespace"
+	}
+	return ""
 }
 
 // addr parses an IP address; want describes what was expected. Zones are

@@ -36,11 +36,14 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/multiwan/multiwan/internal/plan"
 )
 
 // Handler carries out requests. Its methods are called from one goroutine per request.
@@ -53,6 +56,13 @@ type Handler interface {
 	Reload(ctx context.Context) error
 	// Subscribe returns live events, and the last ones (at most n of them, oldest first). The channel is closed when cancel is called or when the subscriber fell too far behind.
 	Subscribe(n int) (past []Event, live <-chan Event, cancel func())
+}
+
+// Explainer is a Handler that explains where a new connection goes.
+type Explainer interface {
+	// Explain traces q; an impossible query is refused (*Refused) with
+	// what is wrong in it.
+	Explain(ctx context.Context, q plan.Query) (plan.Explanation, error)
 }
 
 // Historian is a Handler that keeps the recent past for the dashboard:
@@ -195,6 +205,7 @@ const (
 	pathReload  = "/v1/reload"
 	pathEvents  = "/v1/events"
 	pathHistory = "/v1/history"
+	pathExplain = "/v1/explain"
 )
 
 // okBody and errorBody are the answers to use and reload, and to any
@@ -250,6 +261,8 @@ func (a *api) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		method, serve = http.MethodGet, a.events
 	case pathHistory:
 		method, serve = http.MethodGet, a.history
+	case pathExplain:
+		method, serve = http.MethodGet, a.explain
 	default:
 		a.fail(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %q", truncate(r.URL.Path, 100)))
 		return
@@ -290,6 +303,111 @@ func (a *api) tokenAllows(r *http.Request) bool {
 		}
 	}
 	return true
+}
+
+// explain answers GET /v1/explain?src=A&dst=B[&proto=P&sport=N&dport=N&iif=IF&local=1].
+func (a *api) explain(w *trackingWriter, r *http.Request) {
+	ex, ok := a.h.(Explainer)
+	if !ok {
+		a.fail(w, http.StatusNotFound, "this daemon does not explain")
+		return
+	}
+	q, err := ParseExplainQuery(r.URL.RawQuery)
+	if err != nil {
+		a.fail(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	out, err := ex.Explain(r.Context(), q)
+	var refused *Refused
+	switch {
+	case errors.As(err, &refused):
+		a.fail(w, http.StatusBadRequest, refused.Msg)
+	case err != nil:
+		a.fail(w, http.StatusInternalServerError, err.Error())
+	default:
+		a.reply(w, http.StatusOK, out)
+	}
+}
+
+// ExplainQuery is the query string of GET /v1/explain for q.
+func ExplainQuery(q plan.Query) string {
+	v := url.Values{}
+	if q.Src.IsValid() {
+		v.Set("src", q.Src.String())
+	}
+	if q.Dst.IsValid() {
+		v.Set("dst", q.Dst.String())
+	}
+	if q.Proto != "" {
+		v.Set("proto", q.Proto)
+	}
+	if q.SrcPort != 0 {
+		v.Set("sport", strconv.Itoa(int(q.SrcPort)))
+	}
+	if q.DstPort != 0 {
+		v.Set("dport", strconv.Itoa(int(q.DstPort)))
+	}
+	if q.IIF != "" {
+		v.Set("iif", q.IIF)
+	}
+	if q.Local {
+		v.Set("local", "1")
+	}
+	return v.Encode()
+}
+
+// ParseExplainQuery reads the query of GET /v1/explain, saying which part
+// is wrong.
+func ParseExplainQuery(raw string) (plan.Query, error) {
+	var q plan.Query
+	v, err := url.ParseQuery(raw)
+	if err != nil {
+		return q, fmt.Errorf("malformed query: %v", err)
+	}
+	addr := func(key string) (netip.Addr, error) {
+		s := v.Get(key)
+		if s == "" {
+			return netip.Addr{}, nil
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return netip.Addr{}, fmt.Errorf("--%s %q: not an IP address", key, truncate(s, 64))
+		}
+		return a.Unmap(), nil
+	}
+	port := func(key string) (uint16, error) {
+		s := v.Get(key)
+		if s == "" {
+			return 0, nil
+		}
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil || n == 0 {
+			return 0, fmt.Errorf("--%s %q: not a port (1-65535)", key, truncate(s, 20))
+		}
+		return uint16(n), nil
+	}
+	if q.Src, err = addr("src"); err != nil {
+		return q, err
+	}
+	if q.Dst, err = addr("dst"); err != nil {
+		return q, err
+	}
+	if q.SrcPort, err = port("sport"); err != nil {
+		return q, err
+	}
+	if q.DstPort, err = port("dport"); err != nil {
+		return q, err
+	}
+	q.Proto = strings.ToLower(v.Get("proto"))
+	if q.Proto == "icmpv6" {
+		q.Proto = "ipv6-icmp"
+	}
+	q.IIF = v.Get("iif")
+	q.Local = v.Get("local") == "1" || v.Get("local") == "true"
+	if q.Local && q.Src.IsValid() {
+		q.Wildcard = false // a socket bound to that address
+	}
+	return q, q.Check()
 }
 
 // history answers GET /v1/history?window=1h|24h[&since=UNIX].

@@ -1,6 +1,8 @@
 package control
 
 import (
+	"github.com/multiwan/multiwan/internal/plan"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -110,6 +112,19 @@ func (c *Client) Status() (Status, error) {
 		return Status{}, fmt.Errorf("daemon on %s sent a malformed status: %w", c.path, err)
 	}
 	return st, nil
+}
+
+// Explain asks the daemon where a new connection goes and why.
+func (c *Client) Explain(q plan.Query) (plan.Explanation, error) {
+	b, err := c.do("explain", http.MethodGet, pathExplain+"?"+ExplainQuery(q), nil, statusTimeout)
+	if err != nil {
+		return plan.Explanation{}, err
+	}
+	var ex plan.Explanation
+	if err := json.Unmarshal(b, &ex); err != nil {
+		return plan.Explanation{}, fmt.Errorf("daemon on %s sent a malformed explanation: %w", c.path, err)
+	}
+	return ex, nil
 }
 
 // Use makes wan the preferred member of every policy that contains it; ""

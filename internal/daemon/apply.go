@@ -47,6 +47,7 @@ func (d *Daemon) sync(ctx context.Context, why string, trs []health.Transition, 
 		}
 		success = true
 		took = time.Since(decided)
+		d.opt.Metrics.Applied(took)
 		d.text, d.dirty = text, false
 		d.compactDue = true
 		d.applySucceeded()
@@ -85,6 +86,7 @@ type retryState struct {
 func (d *Daemon) applyFailed(why string, err error) {
 	d.opt.Kernel.Invalidate()
 	d.text, d.dirty = "", true
+	d.opt.Metrics.ApplyFailed()
 	d.scheduleRetry(err)
 	msg := oneLine(err)
 	level := slog.LevelWarn
@@ -244,6 +246,7 @@ func (d *Daemon) repairKind(ctx context.Context, kind string) {
 		what = fmt.Sprintf("%s (%d rules, %d routes put back)", what, c.RulesAdded, c.RoutesAdded)
 	}
 	r.count++
+	d.opt.Metrics.Repaired(kind)
 	r.last, r.lastTS = kind+": "+what, d.opt.Now()
 	d.log.Warn("repaired state another program removed", "what", kind, "missing", what,
 		"took", time.Since(now).Round(time.Microsecond))

@@ -47,6 +47,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	d.opt.Notify("RELOADING=1\n" + monotonicUsec())
 	defer d.opt.Notify("READY=1")
 	cfg, err := d.opt.Load()
+	d.opt.Metrics.Reloaded(err == nil)
 	if err != nil {
 		d.log.Error("reload refused, keeping the running config", "err", oneLine(err))
 		d.event(control.Event{Kind: "reload-refused", Message: "reload refused: " + oneLine(err)})

@@ -38,6 +38,7 @@ import (
 	"github.com/multiwan/multiwan/internal/hooks"
 	"github.com/multiwan/multiwan/internal/kernel"
 	"github.com/multiwan/multiwan/internal/links"
+	"github.com/multiwan/multiwan/internal/metrics"
 	"github.com/multiwan/multiwan/internal/plan"
 	"github.com/multiwan/multiwan/internal/probe"
 )
@@ -120,6 +121,17 @@ type Options struct {
 	// service manager's WatchdogSec): a loop that hangs stops the pings
 	// and is restarted. 0: no pings.
 	Watchdog time.Duration
+	// Metrics records what happens (probes, transitions, applies,
+	// repairs, reloads); nil: nothing.
+	Metrics *metrics.Metrics
+	// Counters reads multiwan's nft counters (traffic per WAN, with the
+	// network listener); nil: no traffic sampled. It is called from the
+	// sampler's goroutine.
+	Counters func() (map[string]kernel.Count, error)
+	// CountFlows counts conntrack entries by mark under mask, for the
+	// connections-per-WAN metric; nil: not counted. Called from the
+	// sampler's goroutine every few seconds.
+	CountFlows func(mask uint32) (map[uint32]int, error)
 }
 
 // Timing of the loop's own work.
@@ -170,6 +182,8 @@ type Daemon struct {
 	// Read by any goroutine, written by the loop.
 	status atomic.Pointer[control.Status]
 	events bus
+	// What the sampler publishes, and the history it keeps with the loop.
+	sampled
 	// reloading serialises reloads, so that two of them cannot apply
 	// their files in the opposite order to the one they read them in.
 	// The loop never takes it.
@@ -252,6 +266,7 @@ func New(cfg *config.Config, opt Options) *Daemon {
 	d.linkBox.init(256)
 	d.nftBox.init(256)
 	d.events.init(pastEvents)
+	d.hist.init()
 	d.probers.init()
 	d.syncTrackers(nil)
 	d.publishStatus()

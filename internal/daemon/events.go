@@ -122,6 +122,7 @@ func (d *Daemon) transition(ctx context.Context, tr health.Transition) {
 		level = slog.LevelWarn
 	}
 	wan, family := splitKey(tr.WAN)
+	d.opt.Metrics.Transition(wan, family, string(tr.From), string(tr.To))
 	attrs := []any{"wan", wan, "from", string(tr.From), "to", string(tr.To), "cause", tr.Cause}
 	if family == "ipv6" {
 		attrs = append(attrs, "family", family)

@@ -41,6 +41,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 	owned.Go(func() {
 		d.opt.WatchTable(watchCtx, plan.TableName, d.log, d.nftBox.put)
 	})
+	owned.Go(func() { d.sampler(watchCtx) })
 	if err := d.start(ctx); err != nil {
 		return err
 	}
@@ -205,6 +206,9 @@ func (d *Daemon) observe(ctx context.Context, r proberRound) {
 		return
 	}
 	t, changed := tr.Observe(r.Round, d.opt.Now())
+	wan, family := splitKey(r.key)
+	d.opt.Metrics.Round(wan, family, r.Round)
+	d.hist.round(r.key, time.Now(), r.Round, tr.Status().State)
 	if !changed {
 		d.publishStatus() // RTT and loss moved
 		return
@@ -398,6 +402,9 @@ func (d *Daemon) reload(ctx context.Context, cfg *config.Config) error {
 	}
 	if old.StateDir != cfg.StateDir {
 		d.log.Warn("state_dir changed; it takes effect at the next start")
+	}
+	if old.HTTP != cfg.HTTP {
+		d.log.Warn("http listener settings changed; they take effect at the next start (the traffic counters follow at once)")
 	}
 	d.log.Info("config reloaded", "file", cfg.File)
 	d.event(control.Event{Kind: "reload", Message: "config reloaded from " + cfg.File})

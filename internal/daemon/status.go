@@ -78,6 +78,14 @@ func (d *Daemon) publishStatus() {
 	}
 	st.Daemon = d.daemonStatus()
 	d.status.Store(&st)
+	sh := &shared{marks: map[string]uint32{}, cfg: d.cfg, health: d.health(), links: d.links, override: d.override}
+	for _, w := range d.cfg.WANs {
+		sh.wans = append(sh.wans, w.Name)
+	}
+	if d.applied != nil {
+		sh.marks, sh.idMask = d.applied.Marks, d.applied.IDMask
+	}
+	d.shared.Store(sh)
 	if line := statusLine(&st); line != d.statusLine {
 		d.statusLine = line
 		d.opt.Notify("STATUS=" + line)

@@ -114,6 +114,9 @@ func (ev Event) Env(path string) []string {
 type Runner struct {
 	// Timeout bounds each run of a hook; zero means DefaultTimeout.
 	Timeout time.Duration
+	// Done, when set, is told each run's result: ok, failed, timeout or
+	// not_started (metrics). It must not block.
+	Done func(result string)
 
 	mu     sync.Mutex
 	queues map[string][]job // events waiting, per hook path with a worker
@@ -273,16 +276,25 @@ func (r *Runner) run(path string, j job) {
 	}
 
 	var exitErr *exec.ExitError
+	result := "failed"
+	defer func() {
+		if r.Done != nil {
+			r.Done(result)
+		}
+	}()
 	switch {
 	case err == nil:
+		result = "ok"
 		log.Info("hook done", "exit", 0, "took", took)
 	case cmd.Process == nil && j.ctx.Err() != nil:
 		log.Warn("hook skipped: shutting down", "wan", j.ev.WAN, "err", j.ctx.Err())
 	case cmd.Process == nil:
 		// Missing, not executable, bad interpreter line: the user's
 		// mistake, not the daemon's.
+		result = "not_started"
 		log.Warn("hook could not start", "err", err)
 	case errors.Is(ctx.Err(), context.DeadlineExceeded) && j.ctx.Err() == nil:
+		result = "timeout"
 		log.Warn("hook timed out: killed", "timeout", timeout, "took", took)
 	case j.ctx.Err() != nil:
 		log.Warn("hook killed: shutting down", "took", took)

@@ -1,12 +1,14 @@
 package kernel
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
 	gnft "github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
 
 	"github.com/multiwan/multiwan/internal/plan"
 )
@@ -59,6 +61,40 @@ func guardWAN(comment string) (string, bool) {
 	wan, _, ok := strings.Cut(rest, "'s outer packet")
 	return wan, ok && wan != ""
 }
+
+// Count is a counter's value.
+type Count struct{ Bytes, Packets uint64 }
+
+// Counters reads, in-process over netlink, every named counter of the
+// table: one request, whatever their number. A missing table gives an
+// empty map.
+func (n *NFT) Counters() (map[string]Count, error) {
+	c, err := gnft.New()
+	if err != nil {
+		return nil, fmt.Errorf("counters: %w", err)
+	}
+	objs, err := c.GetNamedObjects(&gnft.Table{Family: gnft.TableFamilyINet, Name: n.table})
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return map[string]Count{}, nil
+		}
+		return nil, fmt.Errorf("counters: %w", err)
+	}
+	out := make(map[string]Count, len(objs))
+	for _, o := range objs {
+		no, ok := o.(*gnft.NamedObj)
+		if !ok {
+			continue
+		}
+		if ctr, ok := no.Obj.(*expr.Counter); ok {
+			out[no.Name] = Count{Bytes: ctr.Bytes, Packets: ctr.Packets}
+		}
+	}
+	return out, nil
+}
+
+// Counters is NFT.Counters.
+func (k *Kernel) Counters() (map[string]Count, error) { return k.NFT.Counters() }
 
 // GuardDrops is NFT.GuardDrops.
 func (k *Kernel) GuardDrops() (map[string]uint64, error) { return k.NFT.GuardDrops() }

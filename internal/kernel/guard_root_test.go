@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"context"
 	"os/exec"
 	"strings"
 	"testing"
@@ -39,5 +40,37 @@ func TestRootGuardDrops(t *testing.T) {
 	}
 	if len(got) != 2 || got["wg1"] != 7 || got["wg2"] != 0 {
 		t.Fatalf("drops %v, want wg1: 7, wg2: 0", got)
+	}
+}
+
+// TestRootCounters: the traffic counters of a plan with the network
+// listener are installed and read back in-process.
+func TestRootCounters(t *testing.T) {
+	nstest.Enter(t)
+	k, err := New("multiwan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &plan.Desired{Table: plan.Table{Family: "inet", Name: "multiwan",
+		Counters: []string{"rx_isp1", "tx_isp1"},
+		Sets:     []plan.Set{{Name: "wan_rx", Type: "ifname", Map: "counter", Elements: []plan.Element{{Key: `"lo"`, Value: `"rx_isp1"`}}}},
+		Chains: []plan.Chain{{Name: "pre", Type: "filter", Hook: "prerouting", Priority: "mangle",
+			Rules: []string{"counter name iifname map @wan_rx"}}},
+	}}
+	if err := k.NFT.Apply(context.Background(), &d.Table); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("ping", "-c", "2", "-i", "0.2", "127.0.0.1").CombinedOutput(); err != nil {
+		t.Fatalf("ping: %v\n%s", err, out)
+	}
+	got, err := k.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["rx_isp1"].Packets < 4 || got["rx_isp1"].Bytes == 0 || len(got) != 2 {
+		t.Fatalf("counters %+v", got)
 	}
 }

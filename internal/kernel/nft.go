@@ -214,7 +214,8 @@ func (n *NFT) Compact(ctx context.Context) error {
 // sameShape reports whether a and b declare the same sets and chains, with
 // the same types, flags and hooks, in the same order.
 func sameShape(a, b *plan.Table) bool {
-	if a.Family != b.Family || a.Name != b.Name || len(a.Sets) != len(b.Sets) || len(a.Chains) != len(b.Chains) {
+	if a.Family != b.Family || a.Name != b.Name || len(a.Sets) != len(b.Sets) || len(a.Chains) != len(b.Chains) ||
+		!slices.Equal(a.Counters, b.Counters) {
 		return false
 	}
 	for i := range a.Sets {
@@ -289,6 +290,7 @@ func (n *NFT) update(from, to *plan.Table) (*knftables.Transaction, error) {
 
 func cloneTable(t *plan.Table) *plan.Table {
 	c := *t
+	c.Counters = slices.Clone(t.Counters)
 	c.Sets = slices.Clone(t.Sets)
 	for i := range c.Sets {
 		c.Sets[i].Elements = slices.Clone(t.Sets[i].Elements)
@@ -342,6 +344,10 @@ func (n *NFT) transaction(t *plan.Table) (*knftables.Transaction, error) {
 	tx.Add(&knftables.Table{})
 	tx.Delete(&knftables.Table{})
 	tx.Add(&knftables.Table{})
+	// Counters before the maps that name them.
+	for _, c := range t.Counters {
+		tx.Add(&knftables.Counter{Name: c})
+	}
 	// Chains come first: elements and rules refer to them (`goto wan_isp1`
 	// as a verdict-map value). They must even precede the maps: nft 1.0.6
 	// fails with "No such file or directory" on a `goto` element of an

@@ -311,3 +311,48 @@ func hasDefault(routes []netlink.Route, ifindex int) bool {
 	}
 	return false
 }
+
+// MainRoutes reads the main table's routes of both families (LAN, link and
+// VPN routes, which win over the WAN tables; and maybe DHCP's default
+// routes, which do not), as plan routes for the tracer.
+func MainRoutes() ([]plan.Route, error) {
+	var out []plan.Route
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		routes, err := retry(func() ([]netlink.Route, error) {
+			return netlink.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list main routes: %w", err)
+		}
+		for _, r := range routes {
+			pr := plan.Route{Family: 4, Table: plan.TableMain}
+			if fam == unix.AF_INET6 {
+				pr.Family = 6
+			}
+			if r.Dst == nil {
+				pr.Dst = pr.AnyPrefix()
+			} else if p, ok := netipPrefix(r.Dst); ok {
+				pr.Dst = p
+			} else {
+				continue
+			}
+			if gw, ok := netip.AddrFromSlice(r.Gw); ok {
+				pr.Gateway = gw.Unmap()
+			}
+			if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+				pr.Dev = l.Attrs().Name
+			}
+			out = append(out, pr)
+		}
+	}
+	return out, nil
+}
+
+func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones).Masked(), true
+}

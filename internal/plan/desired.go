@@ -78,8 +78,11 @@ type Share struct {
 type Table struct {
 	Family string // always "inet"
 	Name   string
-	Sets   []Set
-	Chains []Chain
+	// Counters are named counter objects (a map of type "counter" refers
+	// to them by name).
+	Counters []string
+	Sets     []Set
+	Chains   []Chain
 }
 
 // Set is an nft set, or a map when Map is non-empty.
@@ -202,6 +205,14 @@ func (r Rule) String() string {
 	return b.String()
 }
 
+// AnyPrefix is the default route's prefix of the route's family.
+func (r Route) AnyPrefix() netip.Prefix {
+	if r.Family == 6 {
+		return netip.MustParsePrefix("::/0")
+	}
+	return netip.MustParsePrefix("0.0.0.0/0")
+}
+
 // String renders the route as `ip route replace` arguments would be written.
 func (r Route) String() string {
 	var b strings.Builder
@@ -234,6 +245,9 @@ func (s Sysctl) String() string {
 func (t *Table) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table %s %s {\n", t.Family, t.Name)
+	for _, c := range t.Counters {
+		fmt.Fprintf(&b, "\tcounter %s {\n\t}\n", c)
+	}
 	for _, s := range t.Sets {
 		kind := "set"
 		typ := s.Type

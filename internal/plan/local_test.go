@@ -3,6 +3,7 @@ package plan
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/multiwan/multiwan/internal/config"
@@ -183,5 +184,61 @@ default_policy: failover
 	notes = Notes(cfg, Links{"isp1": {Exists: true, Default6: true}})
 	if len(notes) != 2 || notes[0].WAN != "isp1" || notes[1].WAN != "isp2" {
 		t.Fatalf("isp1 with IPv6 default routes: %v", notes)
+	}
+}
+
+// TestTraceWithCounters: the traffic counters (with the network listener)
+// change no decision.
+func TestTraceWithCounters(t *testing.T) {
+	cfg := parseConfig(t, localConfig+"http: {listen: \"198.18.0.1:9731\"}\n")
+	links := upLinks(cfg, "192.0.2.2/24", "198.51.100.2/24")
+	d := Plan(cfg, allUp(cfg), links, "")
+	if len(d.Table.Counters) != 4 {
+		t.Fatalf("counters %v", d.Table.Counters)
+	}
+	web := Packet{IIF: "lan", Src: addr("10.0.0.9"), Dst: addr("203.0.113.80"), Proto: "tcp", DstPort: 25}
+	if o := only(t, d.Trace(web, localMain)); o.WAN != "isp2" {
+		t.Fatalf("%v via %v", o, o.Chains)
+	}
+}
+
+func TestExplain(t *testing.T) {
+	cfg := parseConfig(t, localConfig)
+	links := upLinks(cfg, "192.0.2.2/24", "198.51.100.2/24")
+	q := Query{IIF: "lan", Src: addr("10.0.0.9"), Dst: addr("203.0.113.25"), Proto: "tcp", SrcPort: 40000, DstPort: 25}
+	ex := Explain(cfg, allUp(cfg), links, "", q, localMain)
+	if len(ex.Paths) != 1 {
+		t.Fatalf("%+v", ex)
+	}
+	p := ex.Paths[0]
+	if p.WAN != "isp2" || p.Rule != "smtp" || p.Policy != "wan:isp2" || !strings.Contains(p.Why, "rule smtp matched") ||
+		!strings.Contains(p.IPRule, "priority 1102") || p.Source != "198.51.100.2 (masquerade on wan2)" {
+		t.Fatalf("smtp: %+v", p)
+	}
+	// A pin has no fallback: with isp2 down, unreachable.
+	if down := ex.IfDown["isp2"]; len(down) != 1 || down[0].Verdict != "unreachable" {
+		t.Fatalf("smtp with isp2 down: %+v", ex.IfDown)
+	}
+	web := q
+	web.DstPort = 443
+	ex = Explain(cfg, allUp(cfg), links, "", web, localMain)
+	if p := ex.Paths[0]; p.WAN != "isp1" || p.Rule != "" || p.Policy != "failover" || !strings.Contains(p.Why, "default policy failover") {
+		t.Fatalf("web: %+v", p)
+	}
+	if down := ex.IfDown["isp1"]; len(down) != 1 || down[0].WAN != "isp2" {
+		t.Fatalf("web with isp1 down: %+v", ex.IfDown)
+	}
+	local := Query{Local: true, Dst: addr("203.0.113.80"), Proto: "tcp", DstPort: 443}
+	ex = Explain(cfg, allUp(cfg), links, "", local, localMain)
+	if p := ex.Paths[0]; p.WAN != "isp1" || !strings.Contains(p.Why, "router's own") {
+		t.Fatalf("local: %+v", p)
+	}
+	in := Query{IIF: "wan2", Src: addr("203.0.113.9"), Dst: addr("10.0.0.9"), Proto: "tcp", DstPort: 22}
+	ex = Explain(cfg, allUp(cfg), links, "", in, append(localMain, Route{Table: TableMain, Dst: netip.MustParsePrefix("10.0.0.0/24"), Dev: "lan"}))
+	if p := ex.Paths[0]; !strings.Contains(p.Why, "arrived on this WAN") {
+		t.Fatalf("inbound: %+v", p)
+	}
+	if s := ex.String(); !strings.Contains(s, "arriving on wan2") || !strings.Contains(s, "why:") {
+		t.Fatalf("text:\n%s", s)
 	}
 }

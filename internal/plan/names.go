@@ -89,7 +89,18 @@ const (
 	// gateway6) while another WAN does: their IPv6 is left to the main
 	// table, untouched. Present only when a WAN carries IPv6.
 	SetNoIPv6Ifs = "nov6_ifs"
+	// MapWANRX and MapWANTX send each packet received from, and sent to, a
+	// WAN's interface to its named counter (CounterRX, CounterTX): bytes
+	// and packets per WAN and direction, one map lookup a packet. Present
+	// only with the network listener (metrics, dashboard).
+	MapWANRX = "wan_rx"
+	MapWANTX = "wan_tx"
 )
+
+// CounterRX and CounterTX name the counters of what a WAN received and
+// sent, e.g. "rx_isp1".
+func CounterRX(wan string) string { return "rx_" + config.NFTName(wan) }
+func CounterTX(wan string) string { return "tx_" + config.NFTName(wan) }
 
 // Prefixes of the derived names, kept in one place for the functions below
 // and their inverse WANOfChain.

@@ -64,6 +64,7 @@ rules:
   - {name: plain, proto: udp, movable: true, policy: m}
   - {name: ifonly, iif: [lan3], wan: b_2}
 default_policy: sticky-p
+http: {listen: "198.18.0.1:9731"}
 `
 
 // TestTableReferences plans every example (and a config using every
@@ -174,11 +175,20 @@ func checkReferences(t *testing.T, tab *Table) {
 				case strings.HasPrefix(tok, "@"):
 					s := sets[tok[1:]]
 					vmap := i > 0 && toks[i-1] == "vmap"
+					objmap := i > 0 && toks[i-1] == "map"
 					switch {
 					case s == nil:
 						t.Errorf("%s: no set %s", where, tok)
 					case vmap && s.Map != "verdict":
 						t.Errorf("%s: vmap on %s, which is not a verdict map", where, tok)
+					case objmap && s.Map != "counter":
+						t.Errorf("%s: object map %s is not a map of counters", where, tok)
+					case objmap:
+						for _, e := range s.Elements {
+							if !slices.Contains(tab.Counters, strings.Trim(e.Value, `"`)) {
+								t.Errorf("%s: %s names counter %s, which does not exist", where, tok, e.Value)
+							}
+						}
 					case !vmap && s.Map != "":
 						t.Errorf("%s: %s is a map, used as a set", where, tok)
 					}

@@ -48,6 +48,11 @@ func (p *planner) table(wans []*wanInfo) Table {
 	}
 	t.Sets = append(t.Sets, ruleSets...)
 	t.Sets = append(t.Sets, guardSets...)
+	if p.counting() {
+		counters, maps := p.trafficCounters(wans)
+		t.Counters = counters
+		t.Sets = append(t.Sets, maps...)
+	}
 	t.Chains = append(t.Chains, base.prerouting, base.output, base.inside, base.postrouting)
 	if guard != nil {
 		t.Chains = append(t.Chains, *guard)
@@ -82,11 +87,16 @@ func (p *planner) baseChains() baseChains {
 		ctNew += " meta nfproto ipv4"
 	}
 	var b baseChains
-	b.prerouting = Chain{Name: ChainPrerouting, Type: "filter", Hook: "prerouting", Priority: "mangle", Rules: []string{
+	var rx, tx []string
+	if p.counting() {
+		rx = []string{"counter name iifname map @" + MapWANRX}
+		tx = []string{"counter name oifname map @" + MapWANTX}
+	}
+	b.prerouting = Chain{Name: ChainPrerouting, Type: "filter", Hook: "prerouting", Priority: "mangle", Rules: append(rx,
 		restore,
-		ctNew + " jump " + ChainIdentify,
-		ctNew + " fib daddr type != local jump " + ChainSteer,
-	}}
+		ctNew+" jump "+ChainIdentify,
+		ctNew+" fib daddr type != local jump "+ChainSteer,
+	)}
 	// Type route: a mark set here makes the kernel route the router's
 	// packet again, by its new mark.
 	b.output = Chain{Name: ChainOutput, Type: "route", Hook: "output", Priority: "mangle", Rules: []string{
@@ -96,14 +106,20 @@ func (p *planner) baseChains() baseChains {
 	}}
 	if p.cfg.LocalTraffic {
 		b.output.Rules = append(b.output.Rules, ctNew+" jump "+ChainSteer)
+		// A router's TCP connect whose policy fell back to last resort
+		// unreachable must fail at once, as a datagram's sendto does:
+		// otherwise the reroute drops its SYN without telling the socket,
+		// and connect() hangs until its timeout.
+		b.output.Rules = append(b.output.Rules, fmt.Sprintf("meta mark and %s == %s meta l4proto tcp reject with icmpx type no-route",
+			idMask, hex(d.UnreachableMark)))
 	}
 	// A new connection that neither came from a WAN nor leaves by one (LAN
 	// to LAN, router to LAN) carries no WAN: dropping the mark here keeps
 	// a dead WAN's cleanup from cutting it.
-	b.inside = Chain{Name: ChainInside, Type: "filter", Hook: "postrouting", Priority: "mangle", Rules: []string{
+	b.inside = Chain{Name: ChainInside, Type: "filter", Hook: "postrouting", Priority: "mangle", Rules: append(tx,
 		fmt.Sprintf("ct state new ct mark and %s != 0 iifname != @%s oifname != @%s ct mark set ct mark and %s",
 			idMask, SetWANIfs, SetWANIfs, hex(^d.Mask)),
-	}}
+	)}
 	b.postrouting = Chain{Name: ChainPostrouting, Type: "nat", Hook: "postrouting", Priority: "srcnat", Rules: []string{
 		"meta nfproto ipv4 oifname @" + SetNATOIF + " masquerade",
 	}}
@@ -613,4 +629,26 @@ func (p *planner) guard(wans []*wanInfo) ([]Set, *Chain) {
 		return nil, nil
 	}
 	return sets, &c
+}
+
+// counting reports whether the table counts traffic per WAN: only when
+// something reads the counts (the network listener: metrics, dashboard),
+// since each costs a map lookup per packet.
+func (p *planner) counting() bool { return p.cfg.HTTP.Listen.IsValid() }
+
+// trafficCounters are the named counters of what each WAN received and
+// sent, and the maps from interface to counter that the first rule of
+// prerouting and of inside (postrouting) use.
+func (p *planner) trafficCounters(wans []*wanInfo) ([]string, []Set) {
+	var counters []string
+	var rx, tx []Element
+	for _, w := range wans {
+		counters = append(counters, CounterRX(w.cfg.Name), CounterTX(w.cfg.Name))
+		rx = append(rx, Element{Key: quote(w.cfg.Interface), Value: quote(CounterRX(w.cfg.Name))})
+		tx = append(tx, Element{Key: quote(w.cfg.Interface), Value: quote(CounterTX(w.cfg.Name))})
+	}
+	return counters, []Set{
+		{Name: MapWANRX, Type: "ifname", Map: "counter", Elements: rx, Comment: "bytes received from each WAN"},
+		{Name: MapWANTX, Type: "ifname", Map: "counter", Elements: tx, Comment: "bytes sent to each WAN"},
+	}
 }

@@ -47,6 +47,8 @@ type Outcome struct {
 	CtMark uint32 // the connection's mark after the packet
 	// Chains lists the nft chains the packet went through, in order.
 	Chains []string
+	// Steps are the rules that sent it from chain to chain.
+	Steps []Step
 	// Rule is the ip rule that decided; nil when none matched.
 	Rule *Rule
 	// Route is the route taken; nil when the packet was not routed by a
@@ -85,7 +87,7 @@ func (d *Desired) Trace(p Packet, main []Route) []Outcome {
 	var outs []Outcome
 	for _, st := range t.run(hook, start, 0) {
 		o := d.route(p, st.mark, main)
-		o.Prob, o.CtMark, o.Chains = st.prob, st.ctmark, st.path
+		o.Prob, o.CtMark, o.Chains, o.Steps = st.prob, st.ctmark, st.path, st.steps
 		if o.Route != nil && t.chain(ChainGuard) != nil {
 			// Postrouting, where the outgoing interface is known.
 			t.oif = o.Route.Dev
@@ -178,8 +180,18 @@ type traceState struct {
 	prob         float64
 	mark, ctmark uint32
 	path         []string
+	// steps are the rules that sent the packet on (goto, jump, a verdict
+	// map's element), in order: what decided, for explain.
+	steps []Step
 	// accepted and dropped end the packet's way through every chain.
 	accepted, dropped bool
+}
+
+// Step is a rule that sent a traced packet to another chain.
+type Step struct {
+	Chain string // the chain the rule is in
+	Rule  string // the rule, as the table holds it
+	To    string // the chain it went to
 }
 
 func (s traceState) final() bool { return s.accepted || s.dropped }
@@ -207,7 +219,7 @@ func (t *tracer) run(chain string, st traceState, depth int) []traceState {
 	for _, rule := range c.Rules {
 		var next []traceState
 		for _, s := range live {
-			cont, ret := t.rule(rule, s, depth)
+			cont, ret := t.rule(rule, rule, chain, s, depth)
 			for _, c := range cont {
 				if c.final() {
 					done = append(done, c)
@@ -242,7 +254,7 @@ func (t *tracer) set(name string) *Set {
 
 // rule evaluates one rule. cont are the states that go on with the next rule
 // of the chain; ret those that leave the chain (a goto that came back).
-func (t *tracer) rule(text string, st traceState, depth int) (cont, ret []traceState) {
+func (t *tracer) rule(text, origin, chain string, st traceState, depth int) (cont, ret []traceState) {
 	toks := tokenize(text)
 	for len(toks) > 0 {
 		var val, key string
@@ -252,6 +264,7 @@ func (t *tracer) rule(text string, st traceState, depth int) (cont, ret []traceS
 			toks = toks[2:]
 			continue
 		case toks[0] == "jump" || toks[0] == "goto":
+			st.steps = append(slices.Clip(st.steps), Step{Chain: chain, Rule: origin, To: toks[1]})
 			back := t.run(toks[1], st, depth+1)
 			// An accept or drop ends the packet's way, whatever called.
 			var final []traceState
@@ -271,9 +284,13 @@ func (t *tracer) rule(text string, st traceState, depth int) (cont, ret []traceS
 		case toks[0] == "accept":
 			st.accepted = true
 			return nil, []traceState{st}
-		case toks[0] == "drop":
+		case toks[0] == "drop" || toks[0] == "reject":
 			st.dropped = true
 			return nil, []traceState{st}
+		case toks[0] == "counter" && len(toks) >= 5 && toks[1] == "name" && toks[3] == "map":
+			// counter name iifname map @wan_rx: counts, decides nothing.
+			toks = toks[5:]
+			continue
 		case toks[0] == "counter":
 			toks = toks[1:]
 			continue
@@ -284,7 +301,7 @@ func (t *tracer) rule(text string, st traceState, depth int) (cont, ret []traceS
 			i := slices.Index(toks, "mod")
 			mod, _ := strconv.Atoi(toks[i+1])
 			v := slices.Index(toks, "vmap")
-			return t.branch(toks[v+1], mod, st, depth)
+			return t.branch(toks[v+1], origin, chain, mod, st, depth)
 		}
 		key, val, n = t.selector(toks, st)
 		toks = toks[n:]
@@ -319,7 +336,7 @@ func (t *tracer) rule(text string, st traceState, depth int) (cont, ret []traceS
 			if !ok {
 				return []traceState{st}, nil
 			}
-			return t.rule(verdict, st, depth)
+			return t.rule(verdict, origin, chain, st, depth)
 		default:
 			neg := false
 			if toks[0] == "!=" {
@@ -449,7 +466,7 @@ func elementMatches(key, val string) bool {
 
 // branch follows every element of a random or hashed verdict map, each with
 // its probability.
-func (t *tracer) branch(ref string, mod int, st traceState, depth int) (cont, ret []traceState) {
+func (t *tracer) branch(ref, origin, chain string, mod int, st traceState, depth int) (cont, ret []traceState) {
 	for _, e := range anonElements(ref) {
 		lo, hi, ok := strings.Cut(e.Key, "-")
 		if !ok {
@@ -458,7 +475,7 @@ func (t *tracer) branch(ref string, mod int, st traceState, depth int) (cont, re
 		width := parseNum(hi) - parseNum(lo) + 1
 		s := st
 		s.prob = st.prob * float64(width) / float64(mod)
-		c, r := t.rule(e.Value, s, depth)
+		c, r := t.rule(e.Value, origin, chain, s, depth)
 		cont = append(cont, c...)
 		ret = append(ret, r...)
 	}

@@ -173,7 +173,10 @@ func filterSocket(rc syscall.RawConn, id uint16) error {
 	var serr error
 	err = rc.Control(func(fd uintptr) {
 		// Every type but echo reply is filtered out.
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_RAW, icmpFilter, int(^uint32(1<<icmpEchoReply)))
+		// The kernel reads the filter as 32 bits; int32 keeps the
+		// constant valid on 32-bit builds.
+		filter := ^uint32(1 << icmpEchoReply)
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_RAW, icmpFilter, int(int32(filter)))
 		if serr != nil {
 			serr = fmt.Errorf("ICMP_FILTER: %w", serr)
 			return
