@@ -143,10 +143,10 @@ func main() {
 
 // daemon is multiwan running in a lab's router namespace.
 type daemon struct {
-	l           *lab.Lab
-	cfg         string
+	l              *lab.Lab
+	cfg            string
 	sock, stateDir string // its control socket and state_dir
-	proc        *lab.Proc
+	proc           *lab.Proc
 }
 
 func startDaemon(l *lab.Lab, cfg string) (*daemon, error) {
