@@ -6,8 +6,8 @@ declare -A pkg=(
   [nft]=nftables [ip]=iproute2 [conntrack]=conntrack [curl]=curl
   [iperf3]=iperf3 [dnsmasq]=dnsmasq-base [dhclient]=isc-dhcp-client [socat]=socat [ping]=iputils-ping
   [chromium]=chromium
-  # packaging/ tests: the package, its unit (ExecReload runs /bin/kill,
-  # from procps), manual pages and completions
+  # packaging/ tests: the package, its unit, manual pages and completions
+  # (procps: pkill and kill for the lab's process handling)
   [dpkg-deb]=dpkg [lintian]=lintian [systemd-analyze]=systemd [pkill]=procps
   [groff]=groff-base [man]=man-db [zsh]=zsh
 )
