@@ -66,6 +66,9 @@ type exCase struct {
 	upOnly bool
 	// logText logs the text form of this scenario's explanation.
 	logText bool
+	// silent: nobody answers the flow (a tunnel's outer traffic to the
+	// VPS's WireGuard port); it counts for the WAN of its conntrack mark.
+	silent bool
 }
 
 // exExample is a seed example and how it is adapted to the lab.
@@ -82,6 +85,14 @@ type exExample struct {
 	// sticky, if set, names a balanced policy to check once more with
 	// `sticky: source` added (no seed example has it), before the cut.
 	sticky string
+	// cutAs are the WANs the cut of ISP1's upstream takes down, whose
+	// "if down" predictions the explanations after the cut must match:
+	// wans[0] when empty; a tunnel riding ISP1 goes down with it.
+	cutAs []string
+	// seen maps what the internet's server sees of a connection, beyond
+	// the ISPs' addresses, to the example's WAN that carried it (the
+	// VPS's source for each tunnel).
+	seen map[string]string
 }
 
 func exCli(ns, proto, src, dst string, dport int) exFlow {
@@ -211,32 +222,41 @@ var exExamples = []exExample{
 	},
 	{
 		file: "seed004-three-uplinks.yaml",
+		// The dishes are the lab's ISPs; the tunnels go to the lab's VPS
+		// (internal/lab/vps.go), tunnel k riding ISP k.
 		opts: lab.Options{ISPs: 3},
-		wans: []string{"wg1", "wg2", "wg3"},
+		wans: []string{"starlink1", "starlink2", "starlink3", "wg1", "wg2", "wg3"},
 		repl: func(t *testing.T, l *lab.Lab) []string {
-			var r []string
-			for k, target := range []string{"203.0.113.20", "203.0.113.30", "203.0.113.40"} {
-				k++
-				// The tunnels are the lab's ISP links; their gateways the
-				// ISPs' (198.18.k.1 is the internet's side of ISP k);
-				// 203.0.113.40 is no lab address: both probe targets.
-				r = append(r,
-					fmt.Sprintf("interface: wg%d", k), "interface: "+lab.WANIface(k),
-					fmt.Sprintf("gateway: 198.18.%d.1", k), "gateway: "+lab.ISPGateway(k),
-					"targets: ["+target+"], interval: 1s", "targets: [203.0.113.20, 203.0.113.30], interval: 100ms")
+			vps, err := l.AddVPS()
+			if err != nil {
+				t.Fatal(err)
 			}
-			// https takes port 80 too: only 80 and 7000 are served.
-			return append(r, "dst_port: [443]", "dst_port: [443, 80]")
+			var tunnels []*lab.Tunnel
+			for k := 1; k <= 3; k++ {
+				tun, err := vps.AddTunnel(k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tunnels = append(tunnels, tun)
+			}
+			return seed004Repl(tunnels)
 		},
+		cutAs: []string{"starlink1", "wg1"},
+		seen:  map[string]string{lab.TunnelSource(1): "wg1", lab.TunnelSource(2): "wg2", lab.TunnelSource(3): "wg3"},
 		cases: []exCase{
 			{name: "https", flow: exCli(lab.NSClient, "tcp", lab.ClientAddr, lab.ServiceAddr, 80), rule: "https", logText: true},
 			{name: "no rule udp", flow: exCli(lab.NSClient, "udp", lab.ClientAddr, lab.ServiceAddr, 7000), why: "default policy balanced"},
 			{name: "no rule udp from lan2", flow: exCli(lab.NSClient2, "udp", lab.Client2Addr, lab.PortalAddr, 7000), why: "default policy balanced"},
 			{name: "router udp unbound", flow: exCli(lab.NSRouter, "udp", "", lab.PortalAddr, 7000), why: "default policy balanced"},
 			{name: "router tcp unbound", flow: exCli(lab.NSRouter, "tcp", "", lab.ServiceAddr, 80), rule: "https"},
-			{name: "router tcp bound to wg3", flow: exCli(lab.NSRouter, "tcp", lab.WANAddr(3), lab.ServiceAddr, 80), why: "bound to the WAN's address"},
-			{name: "inbound via wg1", flow: exFlow{inbound: 1}, why: "arrived on this WAN", upOnly: true},
-			{name: "inbound via wg3", flow: exFlow{inbound: 3}, why: "arrived on this WAN"},
+			{name: "router tcp bound to starlink3", flow: exCli(lab.NSRouter, "tcp", lab.WANAddr(3), lab.ServiceAddr, 80), why: "bound to the WAN's address"},
+			{name: "router tcp bound to wg3", flow: exCli(lab.NSRouter, "tcp", lab.TunnelRouterAddr(3), lab.ServiceAddr, 80), why: "bound to the WAN's address"},
+			// The tunnels' own outer traffic, to the VPS's WireGuard
+			// ports: it rides the tunnel's dish; wg1's fails with ISP1.
+			{name: "outer traffic of wg1", flow: exCli(lab.NSRouter, "udp", "", lab.VPSAddr, lab.TunnelPort(1)), why: "the outer traffic of tunnel wg1", silent: true, logText: true},
+			{name: "outer traffic of wg2", flow: exCli(lab.NSRouter, "udp", "", lab.VPSAddr, lab.TunnelPort(2)), why: "the outer traffic of tunnel wg2 rides starlink2", silent: true},
+			{name: "inbound via starlink1", flow: exFlow{inbound: 1}, why: "arrived on this WAN", upOnly: true},
+			{name: "inbound via starlink3", flow: exFlow{inbound: 3}, why: "arrived on this WAN"},
 		},
 	},
 	{
@@ -368,17 +388,29 @@ func runExplainExample(t *testing.T, ex exExample) {
 		t.Fatal(err)
 	}
 	x.waitWANs("down")
-	wan1 := ex.wans[0]
+	cutAs := ex.cutAs
+	if len(cutAs) == 0 {
+		cutAs = ex.wans[:1]
+	}
 	for _, c := range ex.cases {
 		if c.upOnly {
 			continue
 		}
-		t.Run(c.name+" with "+wan1+" down", func(t *testing.T) {
+		t.Run(c.name+" with "+cutAs[0]+" down", func(t *testing.T) {
 			prev, ok := before[c.name]
 			if !ok {
 				t.Skip("no explanation from before the cut")
 			}
 			e := x.explain(t, c, false)
+			// The prediction for the first of the dead WANs the
+			// connection went by.
+			wan1 := cutAs[0]
+			for _, w := range cutAs {
+				if _, ok := prev.IfDown[w]; ok {
+					wan1 = w
+					break
+				}
+			}
 			want, predicted := prev.IfDown[wan1]
 			keys := pathKeys
 			if !predicted {
@@ -404,7 +436,10 @@ func (x *exRig) waitWANs(state string) {
 	x.t.Helper()
 	wans := x.ex.wans
 	if state != "up" {
-		wans = wans[:1]
+		wans = x.ex.cutAs
+		if len(wans) == 0 {
+			wans = x.ex.wans[:1]
+		}
 	}
 	for _, w := range wans {
 		x.r.waitState(w, state, 10*time.Second)
@@ -571,6 +606,9 @@ func (x *exRig) checkReal(t *testing.T, c exCase, paths []plan.Path, cut string)
 		case cut != "" && g == cut+" (no answer)":
 			// It left by the WAN whose upstream is cut, as predicted.
 			g = cut
+		case c.silent && strings.HasSuffix(g, " (no answer)"):
+			// Nobody answers it: it left by the WAN of its mark.
+			g = strings.TrimSuffix(g, " (no answer)")
 		}
 		counts[g]++
 	}
@@ -679,6 +717,9 @@ func (x *exRig) flow(t *testing.T, f exFlow, sport, unreach0 int, wait time.Dura
 		return "?"
 	}
 	if err == nil {
+		if w, ok := x.ex.seen[seen]; ok {
+			return w
+		}
 		for k := 1; k <= len(x.ex.wans); k++ {
 			if seen == lab.ISPPublicAddr(k) || seen == lab.ISPPublicAddr6(k) {
 				return x.ex.wans[k-1]

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/multiwan/multiwan/internal/config"
+	"github.com/multiwan/multiwan/internal/control"
 	"github.com/multiwan/multiwan/internal/lab"
 )
 
@@ -88,6 +89,10 @@ func startRouter(t *testing.T, l *lab.Lab, cfg string) *router {
 		// never in the host's /run/multiwan.
 		cfg += "state_dir: " + filepath.Join(dir, "state") + "\n"
 	}
+	if !strings.Contains(cfg, "resolv_file:") {
+		// Never the host's /run/multiwan/resolv.conf.
+		cfg += "resolv_file: " + filepath.Join(dir, "resolv.conf") + "\n"
+	}
 	path := filepath.Join(dir, "multiwan.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -152,6 +157,39 @@ func (r *router) cli(args ...string) (string, error) {
 	argv := append([]string{multiwanBin, args[0], "-c", r.cfg}, args[1:]...)
 	out, err := r.lab.Exec(ctx, lab.NSRouter, argv...)
 	return string(out), err
+}
+
+// pastEvents returns the daemon's last n events. events follows the stream
+// until stopped; what it printed in a second is the past.
+func (r *router) pastEvents(n int) []control.Event {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	out, _ := r.lab.Exec(ctx, lab.NSRouter, multiwanBin, "events", "-c", r.cfg, "--past", fmt.Sprint(n), "--json")
+	var evs []control.Event
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var e control.Event
+		if dec.Decode(&e) != nil {
+			break
+		}
+		evs = append(evs, e)
+	}
+	return evs
+}
+
+// switchedAt returns when the kernel started sending policy's new
+// connections as to says ("isp2 100%"), after since: the switch event is
+// published once the apply succeeded.
+func (r *router) switchedAt(policy, to string, since time.Time) time.Time {
+	r.t.Helper()
+	for _, e := range r.pastEvents(200) {
+		if e.Kind == "switch" && e.Policy == policy && e.To == to && e.Time.After(since) {
+			return e.Time
+		}
+	}
+	r.t.Fatalf("no switch of policy %s to %q since %v", policy, to, since)
+	return time.Time{}
 }
 
 // status asks the daemon for its status.

@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: FAIL: the end-to-end suite must run as root (sudo make test); set MULTIWAN_SKIP_E2E=1 to skip it on purpose")
 		os.Exit(1)
 	}
-	for _, tool := range []string{"ip", "nft", "curl", "conntrack", "ping", "dnsmasq", "dhclient"} {
+	for _, tool := range []string{"ip", "nft", "curl", "conntrack", "ping", "dnsmasq", "dhclient", "wireguard-go", "wg", "dig"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: FAIL: %s not found; make deps installs it\n", tool)
 			os.Exit(1)

@@ -5,6 +5,10 @@ set -euo pipefail
 declare -A pkg=(
   [nft]=nftables [ip]=iproute2 [conntrack]=conntrack [curl]=curl
   [iperf3]=iperf3 [dnsmasq]=dnsmasq-base [dhclient]=isc-dhcp-client [socat]=socat [ping]=iputils-ping
+  # tunnel WANs: userspace WireGuard (the CI kernel has no wireguard module)
+  [wireguard-go]=wireguard-go [wg]=wireguard-tools
+  # DNS tests: dig
+  [dig]=bind9-dnsutils
   [chromium]=chromium
   # packaging/ tests: the package, its unit, manual pages and completions
   # (procps: pkill and kill for the lab's process handling)

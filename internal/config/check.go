@@ -28,6 +28,8 @@ func (d *decoder) check(c *Config, src *sources) {
 		}
 	}
 	d.checkMarkMask(c, src)
+	d.checkUnderlays(c, src, wans)
+	d.checkDNS(c, src)
 }
 
 // names finds names of one kind ("WAN", "policy", "rule") that are equal,

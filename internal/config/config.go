@@ -82,6 +82,9 @@ type Config struct {
 	// its crash, such as the sysctl values it changed, to be restored by
 	// the next run.
 	StateDir string
+	// ResolvFile is where the daemon writes the resolver list (the
+	// resolvers of usable WANs first) when some WAN has resolvers.
+	ResolvFile string
 }
 
 // WAN is one uplink.
@@ -112,8 +115,26 @@ type WAN struct {
 	// (and ports; 0: any) its encrypted outer packets go to. A packet to
 	// one of them must never enter the tunnel itself: it would loop.
 	Endpoints []netip.AddrPort
-	Probe     Probe
-	Pos       Pos
+	// Underlays are, for a tunnel WAN (an overlay), the WANs its outer
+	// packets may ride, in order of preference: they are pinned to the
+	// first usable one, and the tunnel is down when none is (underlay.go).
+	Underlays []string
+	// TunnelMark is the fwmark the tunnel's software puts on its outer
+	// packets (WireGuard's FwMark, OpenVPN's --mark, Tailscale's bypass
+	// mark); 0 when none is configured. It lies outside MarkMask.
+	TunnelMark uint32
+	Probe      Probe
+	Pos        Pos
+	// DNS are the WAN's configured resolvers (dns:), in order: queries to
+	// them always leave by this WAN. With DNSAuto, resolvers learned from
+	// the WAN's DHCP lease and router advertisements come too, before
+	// DNS[DNSAutoAt] (where `auto` was written in the list).
+	DNS       []netip.Addr
+	DNSAuto   bool
+	DNSAutoAt int
+	// LeaseFile is where the learned resolvers are read; empty: the DHCP
+	// clients' usual places (see internal/resolv).
+	LeaseFile string
 }
 
 // Probe configures health probing of a WAN.

@@ -725,6 +725,7 @@ func TestFullConfig(t *testing.T) {
 		Hooks:         []string{"/bin/true"},
 		HookTimeout:   5 * time.Second,
 		StateDir:      "/run/multiwan",
+		ResolvFile:    DefaultResolvFile,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("Load:\n got %+v\nwant %+v", cfg, want)

@@ -49,12 +49,19 @@ type sources struct {
 	policy        []policySource
 	rule          []ruleSource
 	defaultPolicy value
+	resolvFile    value
 }
 
 type wanSource struct {
 	name, iface, table value
+	// underlays are the items of underlay, tunnelMark the value of
+	// tunnel_mark (underlay.go).
+	underlays  []value
+	tunnelMark value
 	// prefixes6 are the positions of the WAN's prefixes6, in order.
 	prefixes6 []Pos
+	// dns are the positions of the WAN's configured resolvers, in order.
+	dns []Pos
 }
 
 type policySource struct {
@@ -89,6 +96,7 @@ func (d *decoder) config(root value) *Config {
 		Control:      Control{Socket: DefaultSocket, Mode: DefaultSocketMode},
 		StateDir:     DefaultStateDir,
 		HookTimeout:  DefaultHookTimeout,
+		ResolvFile:   DefaultResolvFile,
 	}
 	var src sources
 	keys, ok := root.mapping("", fields{
@@ -169,6 +177,12 @@ func (d *decoder) config(root value) *Config {
 				c.StateDir = p
 			}
 		},
+		"resolv_file": func(v value) {
+			src.resolvFile = v
+			if p, ok := resolvFile(v); ok {
+				c.ResolvFile = p
+			}
+		},
 	})
 	if !ok {
 		return nil
@@ -201,6 +215,7 @@ func (d *decoder) wan(v value, index int) (WAN, wanSource) {
 		Pos: v.pos,
 	}
 	var src wanSource
+	var dns, leaseFile value // decoded once gateway6 is known
 	keys, ok := v.mapping("wan", fields{
 		"name": func(v value) {
 			src.name = v
@@ -294,6 +309,11 @@ func (d *decoder) wan(v value, index int) (WAN, wanSource) {
 			}
 		},
 		"probe": func(v value) { d.probe(v, &w.Probe) },
+		// Tunnel WANs (overlays): underlay.go.
+		"underlay":    func(v value) { w.Underlays, src.underlays = underlays(v) },
+		"tunnel_mark": func(v value) { w.TunnelMark, src.tunnelMark = tunnelMark(v) },
+		"dns":         func(v value) { dns = v },
+		"lease_file":  func(v value) { leaseFile = v },
 		"endpoint": func(v value) {
 			const want = "an address or address:port of the tunnel's peer, e.g. 203.0.113.7:51820"
 			for _, item := range matchList(v) {
@@ -317,6 +337,8 @@ func (d *decoder) wan(v value, index int) (WAN, wanSource) {
 	if ok {
 		v.require(keys, "name", "interface", "gateway")
 	}
+	d.wanDNS(dns, &w, &src.dns)
+	d.leaseFile(leaseFile, &w, dns)
 	return w, src
 }
 

@@ -111,7 +111,7 @@ func (e *Refused) Error() string { return e.Msg }
 // Event is one thing that happened in the daemon, for `multiwan events`, status and hooks.
 type Event struct {
 	Time    time.Time `json:"time"`
-	Kind    string    `json:"kind"` // state, switch, override, reload, reload-refused, repair, apply-failed, apply-recovered, link, flows-deleted, start, stop
+	Kind    string    `json:"kind"` // state, switch, override, reload, reload-refused, repair, apply-failed, apply-recovered, link, flows-deleted, dns, start, stop
 	WAN     string    `json:"wan,omitempty"`
 	Family  string    `json:"family,omitempty"` // ipv4, ipv6
 	Policy  string    `json:"policy,omitempty"`

@@ -28,6 +28,9 @@ type Status struct {
 	Daemon *DaemonStatus `json:"daemon,omitempty"`
 	// Events are the last things that happened, oldest first.
 	Events []Event `json:"events,omitempty"`
+	// DNS is the resolver list kept in resolv_file; nil when no WAN has
+	// resolvers.
+	DNS *DNSStatus `json:"dns,omitempty"`
 }
 
 // DaemonStatus is the health of multiwan's own control plane.
@@ -63,6 +66,12 @@ type WANStatus struct {
 	// IPv6 is the WAN's IPv6 health and addressing, tracked apart from
 	// IPv4 (the fields above); nil when the WAN carries no IPv6.
 	IPv6 *FamilyStatus `json:"ipv6,omitempty"`
+	// Cause says why State is down when that is not the probes' doing:
+	// "underlay starlink1 down" for a tunnel whose underlays are down.
+	Cause string `json:"cause,omitempty"`
+	// Tunnel is set for a tunnel WAN (one with underlays): where its
+	// outer traffic goes.
+	Tunnel *TunnelStatus `json:"tunnel,omitempty"`
 }
 
 // FamilyStatus is a WAN's health and addressing for one more family.
@@ -146,11 +155,13 @@ func (s Status) table(w io.Writer, now time.Time) {
 	}
 	policyLines(w, s.Policies, "")
 	policyLines(w, s.Policies6, " (ipv6)")
+	tunnelLines(w, s.WANs)
 	if s.Override == "" {
 		fmt.Fprintln(w, "override: none (automatic)")
 	} else {
 		fmt.Fprintf(w, "override: %s\n", s.Override)
 	}
+	s.DNS.dnsLine(w)
 	s.Daemon.problems(w, now)
 }
 

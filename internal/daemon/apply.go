@@ -33,6 +33,7 @@ func (d *Daemon) sync(ctx context.Context, why string, trs []health.Transition, 
 	decided := time.Now()
 	desired := plan.Plan(d.cfg, d.health(), d.links, d.override)
 	d.planned = desired
+	d.resolvers(ctx, desired, why)
 	text := desired.String()
 	var took time.Duration
 	if force || d.dirty || text != d.text {
@@ -55,6 +56,8 @@ func (d *Daemon) sync(ctx context.Context, why string, trs []health.Transition, 
 	old := d.applied
 	d.applied = desired
 	d.deleteFlows(staleFlows(old, desired))
+	d.moveOuterFlows(old, desired)
+	d.overlaysChanged(ctx, old, desired, trs)
 	switched := d.announce(ctx, old, desired, why, took)
 	d.runSwitchHooks(ctx, switched)
 	return nil

@@ -20,7 +20,7 @@ var _ control.Handler = (*Daemon)(nil)
 func (d *Daemon) Status() control.Status {
 	st := *d.status.Load()
 	st.Events = d.events.last(statusEvents)
-	return st
+	return d.withDNSWrite(st)
 }
 
 // Use sets the manual override: wan becomes the preferred member of every

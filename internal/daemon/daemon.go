@@ -41,6 +41,7 @@ import (
 	"github.com/multiwan/multiwan/internal/metrics"
 	"github.com/multiwan/multiwan/internal/plan"
 	"github.com/multiwan/multiwan/internal/probe"
+	"github.com/multiwan/multiwan/internal/wireguard"
 )
 
 // Kernel applies a desired state to the kernel and removes it again.
@@ -132,6 +133,9 @@ type Options struct {
 	// connections-per-WAN metric; nil: not counted. Called from the
 	// sampler's goroutine every few seconds.
 	CountFlows func(mask uint32) (map[uint32]int, error)
+	// Tunnels reads what tunnel WANs' interfaces say about their outer
+	// traffic (tunnels.go); a *wireguard.Reader when nil.
+	Tunnels TunnelReader
 }
 
 // Timing of the loop's own work.
@@ -222,6 +226,10 @@ type Daemon struct {
 	guardDrops map[string]uint64
 	// statusLine is the STATUS= text last sent to the service manager.
 	statusLine string
+	// dns learns resolvers and keeps the resolver list (dns.go).
+	dns dnsState
+	// tun is what is known of tunnel WANs' interfaces (tunnels.go).
+	tun tunnelState
 }
 
 // New returns a daemon for cfg. Nothing is touched until Run.
@@ -240,6 +248,9 @@ func New(cfg *config.Config, opt Options) *Daemon {
 	}
 	if opt.WatchTable == nil {
 		opt.WatchTable = kernel.WatchTable
+	}
+	if opt.Tunnels == nil {
+		opt.Tunnels = &wireguard.Reader{}
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now
@@ -268,6 +279,8 @@ func New(cfg *config.Config, opt Options) *Daemon {
 	d.events.init(pastEvents)
 	d.hist.init()
 	d.probers.init()
+	d.initDNS()
+	d.tun.init()
 	d.syncTrackers(nil)
 	d.publishStatus()
 	return d

@@ -334,10 +334,16 @@ func TestRepairBurstIsOneRepair(t *testing.T) {
 			fn(links.Change{Repair: true, What: fmt.Sprintf("ip rule %d deleted", 1000+p)})
 		}
 	})
+	// The first notice is repaired at once; those that came while it ran
+	// wait for repairGap and go together. Whether the loop saw the first
+	// alone depends on scheduling: one repair, or two.
 	st := h.status().Daemon
-	if st.Repairs != 1 || !strings.Contains(st.LastRepair, "ip rule 1000 deleted; ip rule 1001 deleted") ||
-		!strings.Contains(st.LastRepair, "and 7 more") {
-		t.Fatalf("status %+v", st)
+	switch {
+	case st.Repairs == 1 && strings.Contains(st.LastRepair, "ip rule 1000 deleted; ip rule 1001 deleted") &&
+		strings.Contains(st.LastRepair, "and 7 more"):
+	case st.Repairs == 2 && (strings.Contains(st.LastRepair, "ip rule 1010 deleted") || strings.Contains(st.LastRepair, " more (")):
+	default:
+		t.Fatalf("a burst of 11 notices: want one or two repairs, status %+v", st)
 	}
 }
 

@@ -42,9 +42,11 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 		d.opt.WatchTable(watchCtx, plan.TableName, d.log, d.nftBox.put)
 	})
 	owned.Go(func() { d.sampler(watchCtx) })
+	owned.Go(func() { d.tunnelReader(watchCtx) })
 	if err := d.start(ctx); err != nil {
 		return err
 	}
+	d.startDNS(watchCtx, &owned)
 	// Only now: the service manager may declare the network online once
 	// the first plan is in the kernel.
 	d.opt.Notify("READY=1\nSTATUS=" + d.statusLine)
@@ -65,6 +67,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 
 // start reads the links, installs the first plan and starts the probers.
 func (d *Daemon) start(ctx context.Context) error {
+	d.learnDNSNow()
 	if err := d.refreshLinks(); err != nil {
 		return err
 	}
@@ -110,6 +113,12 @@ func (d *Daemon) loop(ctx context.Context) {
 		case <-d.nftBox.wake:
 			d.tableChanges(ctx)
 			kind = "nft"
+		case <-d.dns.box.wake:
+			d.dnsChanges(ctx)
+			kind = "dns"
+		case <-d.tun.box.wake:
+			d.tunnelReadings(ctx)
+			kind = "tunnels"
 		case req := <-d.requests:
 			// Rounds already waiting happened before the request was
 			// made: take them first, so that a request sees their effect.
@@ -213,7 +222,14 @@ func (d *Daemon) observe(ctx context.Context, r proberRound) {
 		d.publishStatus() // RTT and loss moved
 		return
 	}
+	decided := time.Now()
 	_ = d.sync(ctx, "health", []health.Transition{t}, false)
+	if !r.Judged.IsZero() {
+		// Where a switch's time goes: the prober judging the round, the
+		// loop taking it, the kernel taking the new plan.
+		d.log.Debug("health decision", "wan", wan, "round", r.Seq, "judged_to_loop", decided.Sub(r.Judged),
+			"loop_to_applied", time.Since(decided))
+	}
 }
 
 // linkChanges takes what the link watcher reported and replans; a change
@@ -308,6 +324,8 @@ func (d *Daemon) refreshLinks() error {
 		return fmt.Errorf("read links: %w", err)
 	}
 	d.links = obs
+	d.mergeDNS()
+	d.tunnelsRefreshed()
 	d.probers.updateGateways(d.cfg, d.links)
 	return nil
 }

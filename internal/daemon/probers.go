@@ -110,6 +110,8 @@ func (d *Daemon) restartProbers() {
 				Interval:    pf.probe.Interval,
 				Timeout:     pf.probe.Timeout,
 				Reliability: pf.probe.Reliability,
+				Down:        pf.probe.Down,
+				Up:          pf.probe.Up,
 				Interface:   w.Interface,
 			}
 			if gatewayAuto(w, pf.family) {
@@ -128,7 +130,7 @@ func (d *Daemon) restartProbers() {
 			}
 			fingerprint := fmt.Sprintf("%+v auto=%v gw4=%s gw6=%s", probe.Spec{WAN: spec.WAN, Mark: spec.Mark,
 				Method: spec.Method, Targets: spec.Targets, Interval: spec.Interval, Timeout: spec.Timeout,
-				Reliability: spec.Reliability, Interface: spec.Interface}, gatewayAuto(w, pf.family), w.Gateway, w.Gateway6)
+				Reliability: spec.Reliability, Down: spec.Down, Up: spec.Up, Interface: spec.Interface}, gatewayAuto(w, pf.family), w.Gateway, w.Gateway6)
 			if p := s.running[pf.key]; p != nil {
 				if p.spec == fingerprint {
 					continue

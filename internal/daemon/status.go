@@ -68,6 +68,7 @@ func (d *Daemon) publishStatus() {
 				ws.IPv6.Gateway = gw6.String()
 			}
 		}
+		d.tunnelStatus(&ws, w.Name)
 		st.WANs = append(st.WANs, ws)
 	}
 	if d.applied != nil {
@@ -77,6 +78,7 @@ func (d *Daemon) publishStatus() {
 		}
 	}
 	st.Daemon = d.daemonStatus()
+	st.DNS = d.dnsStatus()
 	d.status.Store(&st)
 	sh := &shared{marks: map[string]uint32{}, cfg: d.cfg, health: d.health(), links: d.links, override: d.override}
 	for _, w := range d.cfg.WANs {

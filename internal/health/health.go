@@ -123,6 +123,10 @@ type Tracker struct {
 	// was false: the way out of degraded.
 	fine int
 	win  window
+	// st is the window's statistics as of the last round or late report:
+	// Status is read for every WAN after every round, so it is computed
+	// once per change rather than once per read.
+	st stats
 	// recoveries are the times the WAN left down, oldest first, pruned to
 	// flapPeriod.
 	recoveries []time.Time
@@ -139,8 +143,7 @@ func NewTracker(wan string, p config.Probe, now time.Time) *Tracker {
 
 // Status returns the current state and statistics.
 func (t *Tracker) Status() Status {
-	st := t.win.stats()
-	return Status{State: t.state, Since: t.since, RTT: st.rtt, Loss: st.loss, Carrier: t.carrier, LastRound: t.last}
+	return Status{State: t.state, Since: t.since, RTT: t.st.rtt, Loss: t.st.loss, Carrier: t.carrier, LastRound: t.last}
 }
 
 // Observe takes one probe round (or a late report) seen at now and returns
@@ -151,11 +154,13 @@ func (t *Tracker) Observe(r probe.Round, now time.Time) (Transition, bool) {
 	}
 	if r.Late {
 		t.win.amend(r)
+		t.st = t.win.stats()
 		t.bad = 0
 		return Transition{}, false
 	}
 	t.last = now
 	t.win.add(r)
+	t.st = t.win.stats()
 	if r.Good(t.p.Reliability) {
 		t.good++
 		t.bad = 0
@@ -163,7 +168,7 @@ func (t *Tracker) Observe(r probe.Round, now time.Time) (Transition, bool) {
 		t.bad++
 		t.good = 0
 	}
-	st := t.win.stats()
+	st := t.st
 	poor, why := t.poor(st)
 	if poor {
 		t.fine = 0
@@ -332,6 +337,8 @@ type window struct {
 	rounds [windowRounds]sample
 	next   int // where the next round goes
 	n      int // rounds held
+	// rtts is scratch space for stats.
+	rtts []time.Duration
 }
 
 type sample struct {
@@ -383,7 +390,8 @@ func (w *window) stats() stats {
 	var sent, lost int
 	// At most windowRounds × targets values: small enough to sort each
 	// round.
-	var rtts []time.Duration
+	rtts := w.rtts[:0]
+	defer func() { w.rtts = rtts[:0] }()
 	for i := range w.n {
 		for _, p := range w.rounds[i].probes {
 			sent++

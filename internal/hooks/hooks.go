@@ -19,13 +19,17 @@
 //
 // The environment (every variable is set, empty when it does not apply):
 //
-//	MULTIWAN_EVENT      up, down, degraded or switch
+//	MULTIWAN_EVENT      up, down, degraded, switch or dns
 //	MULTIWAN_WAN        the WAN's name (for switch: the first active WAN)
 //	MULTIWAN_INTERFACE  its Linux interface
 //	MULTIWAN_STATE      its state now
 //	MULTIWAN_PREVIOUS   its state before
 //	MULTIWAN_POLICY     the policy that switched (switch only)
 //	MULTIWAN_ACTIVE     where the policy's new connections go now, e.g. "isp1 75%, isp2 25%"
+//	MULTIWAN_DNS        the resolver list, in order, space-separated (dns only)
+//	MULTIWAN_DNS_USABLE the resolvers of usable WANs, in order (dns only)
+//	MULTIWAN_DNS_LINKS  each interface's resolvers, "wan1=192.0.2.53,192.0.2.54 wan2=..." (dns only)
+//	MULTIWAN_RESOLV_FILE the file multiwan wrote the list to (dns only)
 //	ACTION              as in mwan3: ifup, ifdown, degraded or switch
 //	INTERFACE           as in mwan3: the logical interface, i.e. the WAN's name
 //	DEVICE              as in mwan3: the Linux interface
@@ -78,6 +82,11 @@ type Event struct {
 	Active string
 	// Family is the address family the event concerns: ipv4 or ipv6.
 	Family string
+	// DNS, DNSUsable and DNSLinks are the resolver list (dns events):
+	// every resolver in order, those of usable WANs, and each WAN
+	// interface's as "iface=a,b"; all space-separated. ResolvFile is the
+	// file the list was written to.
+	DNS, DNSUsable, DNSLinks, ResolvFile string
 }
 
 // Env returns the event's environment for a hook: PATH and the event's
@@ -103,6 +112,10 @@ func (ev Event) Env(path string) []string {
 		"MULTIWAN_POLICY=" + ev.Policy,
 		"MULTIWAN_ACTIVE=" + ev.Active,
 		"MULTIWAN_FAMILY=" + ev.Family,
+		"MULTIWAN_DNS=" + ev.DNS,
+		"MULTIWAN_DNS_USABLE=" + ev.DNSUsable,
+		"MULTIWAN_DNS_LINKS=" + ev.DNSLinks,
+		"MULTIWAN_RESOLV_FILE=" + ev.ResolvFile,
 		"ACTION=" + action,
 		"INTERFACE=" + ev.WAN,
 		"DEVICE=" + ev.Interface,

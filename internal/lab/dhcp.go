@@ -27,10 +27,12 @@ type dhcpPool struct{ first, last, gateway string }
 type wanState struct {
 	ispAddrs []string // the ISP's IPv4 addresses on cust, primary first
 	pool     dhcpPool
-	server   *Proc // dnsmasq in the ISP's namespace (DHCP only)
-	client   *Proc // dhclient in the router's namespace (DHCP only)
-	ra       *Proc // RA dnsmasq in the ISP's namespace (RA only)
-	deleted  bool  // by DeleteWANLink
+	server   *Proc    // dnsmasq in the ISP's namespace (DHCP only)
+	client   *Proc    // dhclient in the router's namespace (DHCP only)
+	ra       *Proc    // RA dnsmasq in the ISP's namespace (RA only)
+	dns      []string // DNS servers the DHCP server hands out (SetDHCPDNS); none: no option
+	raDNS    []string // IPv6 DNS servers the RA daemon advertises (SetRADNS); none: no RDNSS
+	deleted  bool     // by DeleteWANLink
 }
 
 // dhclientScript is the only thing dhclient runs (-sf). Like the distro's
@@ -91,7 +93,7 @@ initial-interval 1;
 backoff-cutoff 2;
 timeout 30;
 retry 2;
-request subnet-mask, broadcast-address, routers;
+request subnet-mask, broadcast-address, routers, domain-name-servers;
 `
 
 func (l *Lab) path(name string) string { return filepath.Join(l.dir, name) }
@@ -136,20 +138,21 @@ func (l *Lab) startServer(k int) error {
 	if err := os.Remove(leases); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	p, err := l.Start(ISPNS(k), "dnsmasq",
+	args := []string{"dnsmasq",
 		"--no-daemon",           // foreground, no pid file, stays root
 		"--conf-file=/dev/null", // not /etc/dnsmasq.conf
 		"--port=0",              // no DNS
 		"--log-facility=-",      // stderr, not syslog
 		"--no-hosts", "--no-resolv", "--no-poll",
-		"--pid-file="+l.path(fmt.Sprintf("dnsmasq-%s.pid", ISPNS(k))),
-		"--dhcp-leasefile="+leases,
+		"--pid-file=" + l.path(fmt.Sprintf("dnsmasq-%s.pid", ISPNS(k))),
+		"--dhcp-leasefile=" + leases,
 		"--bind-interfaces", "--interface=cust",
 		fmt.Sprintf("--dhcp-range=%s,%s,255.255.255.192,%dm", st.pool.first, st.pool.last, int(DHCPLeaseTime/time.Minute)),
-		"--dhcp-option=option:router,"+st.pool.gateway,
+		"--dhcp-option=option:router," + st.pool.gateway,
 		"--dhcp-authoritative", // NAK leases it does not know at once
 		"--no-ping",            // offer at once, do not ping the address first
-	)
+	}
+	p, err := l.Start(ISPNS(k), append(args, dnsOption(st.dns)...)...)
 	if err != nil {
 		return err
 	}

@@ -48,8 +48,9 @@ func (l *Lab) setChain(k, family int, chain, rule string) error {
 // CutUpstream makes ISP k stop forwarding between the router and the
 // internet in both directions, like a broken uplink behind a modem that is
 // still powered: the router's link stays up and the ISP still answers for
-// its own addresses (ping to [ISPGateway](k) keeps working). With IPv6 it
-// cuts both address families.
+// its own addresses (ping to [ISPGateway](k) keeps working), but its own
+// traffic to the internet (its resolver's, see [Lab.StartDNS]) is cut too.
+// With IPv6 it cuts both address families.
 func (l *Lab) CutUpstream(k int) error {
 	return l.setChain(k, 0, "cut", "drop")
 }

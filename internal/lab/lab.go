@@ -91,6 +91,9 @@ type Lab struct {
 	procs   []*Proc
 	closers []io.Closer
 	names   [MaxISPs + 1]string // current names of the router's WAN interfaces
+	// hosts are the namespaces added behind the internet after setup
+	// (AddHost: the VPS, a road warrior), by logical name.
+	hosts map[string]bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -281,7 +284,7 @@ func (l *Lab) hasLogical(name string) bool {
 			return true
 		}
 	}
-	return false
+	return l.isHost(name)
 }
 
 // real maps a logical name to an existing lab namespace. Every command the

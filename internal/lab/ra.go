@@ -50,21 +50,23 @@ func (l *Lab) startRAServer(k int) error {
 	if err := os.Remove(base + ".leases"); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	p, err := l.Start(ISPNS(k), "dnsmasq",
+	args := []string{"dnsmasq",
 		"--no-daemon",           // foreground, stays root
 		"--conf-file=/dev/null", // not /etc/dnsmasq.conf
 		"--port=0",              // no DNS
 		"--log-facility=-",      // stderr, not syslog
 		"--no-hosts", "--no-resolv", "--no-poll",
-		"--pid-file="+base+".pid",
-		"--dhcp-leasefile="+base+".leases", // never the host's
+		"--pid-file=" + base + ".pid",
+		"--dhcp-leasefile=" + base + ".leases", // never the host's
 		"--bind-interfaces", "--interface=cust",
 		"--enable-ra",
 		// Advertise the prefix of cust's own address (ISPGateway6), RA
 		// only, no DHCPv6; the router is the link-local address of cust.
 		"--dhcp-range=::,constructor:cust,ra-only",
-		"--ra-param=cust,"+strconv.Itoa(RAInterval)+","+strconv.Itoa(RALifetime),
-	)
+		"--ra-param=cust," + strconv.Itoa(RAInterval) + "," + strconv.Itoa(RALifetime),
+	}
+	// With SetRADNS: RDNSS options in the advertisements.
+	p, err := l.Start(ISPNS(k), append(args, rdnssOption(st.raDNS)...)...)
 	if err != nil {
 		return err
 	}

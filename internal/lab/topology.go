@@ -258,8 +258,10 @@ func ispRoutes6(k int) []string {
 
 // ispRuleset is ISP k's nftables ruleset. The forward chain jumps to two
 // chains that start empty and are refilled by the fault controls, so faults
-// never disturb NAT state or each other. With IPv6 a table "ip6 isp" of the
-// same shape masquerades and filters IPv6.
+// never disturb NAT state or each other; so does the output chain for the
+// ISP's own traffic to the internet (its resolver's, with StartDNS), so a
+// cut upstream cuts that too. With IPv6 a table "ip6 isp" of the same shape
+// masquerades and filters IPv6.
 func (l *Lab) ispRuleset(k int) string {
 	s := ispRuleset(k)
 	if l.ipv6 {
@@ -272,6 +274,11 @@ func (l *Lab) ispRuleset(k int) string {
 		type filter hook forward priority filter; policy accept;
 		jump cut
 		jump loss
+	}
+	chain output {
+		type filter hook output priority filter; policy accept;
+		oifname "up" jump cut
+		oifname "up" jump loss
 	}
 	chain cut {
 	}
@@ -296,6 +303,11 @@ func ispRuleset(k int) string {
 		type filter hook forward priority filter; policy accept;
 		jump cut
 		jump loss
+	}
+	chain output {
+		type filter hook output priority filter; policy accept;
+		oifname "up" jump cut
+		oifname "up" jump loss
 	}
 	chain cut {
 	}

@@ -49,6 +49,17 @@ type Desired struct {
 	IPv6      bool
 	Policies6 []PolicyChoice
 	Best6     string
+	// Overlays says, for each tunnel WAN (one with underlays), in config
+	// order, which underlay its outer traffic rides and how that traffic
+	// is recognised (underlay.go).
+	Overlays []Overlay
+	// Causes says why a WAN (or a WAN's IPv6, under Key6) is down in
+	// States whatever its probes say, when that is not its own doing:
+	// "underlay starlink1 down".
+	Causes map[string]string
+	// Resolvers is the resolver list for resolv_file, usable WANs' first
+	// (see dns.go); empty when no WAN has resolvers.
+	Resolvers []Resolver
 }
 
 // PolicyChoice is where a policy sends new connections now.

@@ -167,6 +167,12 @@ func why(steps []Step, local bool) (reason, rule, policy string) {
 			last = s
 		}
 	}
+	if why := dnsWhy(steps); why != "" && (last.Chain == ChainDNS || last == Step{}) {
+		return why, "", ""
+	}
+	if reason, ok := tunnelWhy(steps); ok {
+		return reason, "", ""
+	}
 	switch {
 	case last.Chain == ChainIdentify && strings.Contains(last.Rule, "@"+MapWANMark):
 		return "the packet already carries the WAN's mark (SO_MARK: a probe, ping -m)", "", ""

@@ -54,6 +54,14 @@ const (
 	// ChainSteer holds the steering rules in order, each a goto to its
 	// policy's chain, and ends with a goto to the default policy's chain.
 	ChainSteer = "steer"
+	// ChainUnderlay pins the router's own outer packets of tunnel WANs
+	// (recognised by the tunnel's mark, its listen port or its peers'
+	// endpoints) to the first usable underlay, each a goto to that
+	// WAN's chain, or fails them when none is usable. Reached from
+	// ChainOutput after ChainIdentify, before ChainBound and ChainSteer;
+	// present only when some WAN has underlays. Terminal, like the
+	// policy chains: its verdicts change at every failover.
+	ChainUnderlay = "underlay"
 )
 
 // Named sets and maps.

@@ -194,7 +194,14 @@ func checkReferences(t *testing.T, tab *Table) {
 					}
 				case strings.HasPrefix(tok, "{"):
 					if i == 0 || toks[i-1] != "vmap" {
-						t.Errorf("%s: anonymous set outside a vmap", where)
+						// A plain anonymous set ({ tcp, udp }) is fine;
+						// verdicts belong in a vmap.
+						for _, e := range anonElements(tok) {
+							if e.Value != "" {
+								t.Errorf("%s: anonymous map outside a vmap", where)
+							}
+						}
+						continue
 					}
 					for _, e := range anonElements(tok) {
 						verdict(where, tokenize(e.Value))

@@ -35,5 +35,6 @@ func Notes(cfg *config.Config, links Links) []Note {
 				w.Interface)})
 		}
 	}
-	return out
+	out = append(out, underlayNotes(cfg, links)...)
+	return append(out, dnsNotes(cfg, links)...)
 }

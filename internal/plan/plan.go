@@ -22,7 +22,8 @@
 // Where things are: plan.go decides (WAN states, policy choices) and builds
 // the ip rules, routes and sysctls; table.go builds the nft table, one
 // builder per group of chains and sets; names.go names every nft object;
-// trace.go follows a packet through a Desired.
+// trace.go follows a packet through a Desired; underlay.go pins tunnel
+// WANs' outer traffic to their underlays.
 package plan
 
 import (
@@ -73,6 +74,16 @@ type Link struct {
 	// client) installed an IPv6 default route through the interface: it
 	// carries IPv6, whether or not the WAN says so (gateway6).
 	Default6 bool
+	// Tunnel is what the tunnel's software says about the interface
+	// (read from WireGuard: its own mark, port and peers' endpoints);
+	// nil when nothing was read. Only WANs with underlays are read.
+	Tunnel *TunnelInfo
+	// DNS are the resolvers learned for the WAN's `dns: auto` (its DHCP
+	// lease, router advertisements), in the order they were given;
+	// DNSProblem says what went wrong learning them (no lease yet, a lease
+	// without resolvers, bogus ones dropped), for a note.
+	DNS        []netip.Addr
+	DNSProblem string
 }
 
 // Links maps WAN names to what is observed of their interfaces.
@@ -102,6 +113,7 @@ type planner struct {
 	links    Links
 	override string
 	d        *Desired
+	dnsp     dnsPlan
 }
 
 // wanInfo is a WAN's place in the plan.
@@ -199,6 +211,10 @@ func (p *planner) plan() *Desired {
 		}
 	}
 
+	// A tunnel with no usable underlay is down, whatever its probes say,
+	// before any policy chooses (underlay.go).
+	p.overlays(wans, byName)
+
 	for _, pol := range cfg.Policies {
 		d.Policies = append(d.Policies, p.choose(&pol, byName, v4))
 		if d.IPv6 {
@@ -211,6 +227,8 @@ func (p *planner) plan() *Desired {
 	d.Routes = p.routes(wans)
 	d.Rules = p.rules(wans, byName)
 	d.Sysctls = p.sysctls(wans)
+	p.dnsp = p.dns()
+	d.Resolvers = p.resolvers(byName, p.dnsp)
 	d.Table = p.table(wans)
 	return d
 }
@@ -470,10 +488,21 @@ func (p *planner) deadMarkRules(r ipRules, wans []*wanInfo) []Rule {
 // masquerade fixes the source when the policy picks another WAN. None when
 // local traffic is not steered or no WAN is usable.
 func (p *planner) localRules(r ipRules, byName map[string]*wanInfo, best string) []Rule {
-	if !p.cfg.LocalTraffic || best == "" {
+	if !p.cfg.LocalTraffic {
 		return nil
 	}
-	rule := r.rule(prioLocal, "the router's own new sockets: source address of the best WAN")
+	comment := "the router's own new sockets: source address of the best WAN"
+	if best == "" {
+		// The default policy has no usable WAN (underlay.go: a tunnel
+		// that is down must still send the outer packets that bring it
+		// back up).
+		best = p.usableForSource(r.f, byName)
+		comment = "the router's own new sockets: source address of a usable WAN (none of the default policy's is)"
+	}
+	if best == "" {
+		return nil
+	}
+	rule := r.rule(prioLocal, comment)
 	rule.Mark, rule.Mask, rule.Table = 0, p.d.IDMask, byName[best].cfg.Table
 	return []Rule{rule}
 }

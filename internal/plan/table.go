@@ -40,6 +40,8 @@ func (p *planner) table(wans []*wanInfo) Table {
 	base := p.baseChains()
 
 	guardSets, guard := p.guard(wans)
+	guard = p.guardLearned(wans, guard)
+	dnsSets, dnsChains := p.dnsTable(wans, p.dnsp)
 
 	t := Table{Family: "inet", Name: TableName}
 	t.Sets = append(t.Sets, dispatch.restore, dispatch.byMark, dispatch.byIIF, nets.net, ifs.all, ifs.nat)
@@ -48,6 +50,7 @@ func (p *planner) table(wans []*wanInfo) Table {
 	}
 	t.Sets = append(t.Sets, ruleSets...)
 	t.Sets = append(t.Sets, guardSets...)
+	t.Sets = append(t.Sets, dnsSets...)
 	if p.counting() {
 		counters, maps := p.trafficCounters(wans)
 		t.Counters = counters
@@ -57,7 +60,11 @@ func (p *planner) table(wans []*wanInfo) Table {
 	if guard != nil {
 		t.Chains = append(t.Chains, *guard)
 	}
-	t.Chains = append(t.Chains, p.identifyChain(), p.boundChain(wans), steer)
+	t.Chains = append(t.Chains, p.identifyChain())
+	t.Chains = append(t.Chains, p.underlayChains()...) // tunnels' outer traffic (underlay.go)
+	t.Chains = append(t.Chains, p.boundChain(wans))
+	t.Chains = append(t.Chains, dnsChains...)
+	t.Chains = append(t.Chains, steer)
 	t.Chains = append(t.Chains, p.policyChains()...)
 	t.Chains = append(t.Chains, p.wanChains(wans)...)
 	return t
@@ -95,8 +102,12 @@ func (p *planner) baseChains() baseChains {
 	b.prerouting = Chain{Name: ChainPrerouting, Type: "filter", Hook: "prerouting", Priority: "mangle", Rules: append(rx,
 		restore,
 		ctNew+" jump "+ChainIdentify,
-		ctNew+" fib daddr type != local jump "+ChainSteer,
 	)}
+	if p.pinned() {
+		// DNS queries to a WAN's resolvers, before the rules (dns.go).
+		b.prerouting.Rules = append(b.prerouting.Rules, ctNew+" fib daddr type != local jump "+ChainDNS)
+	}
+	b.prerouting.Rules = append(b.prerouting.Rules, ctNew+" fib daddr type != local jump "+ChainSteer)
 	// Type route: a mark set here makes the kernel route the router's
 	// packet again, by its new mark.
 	b.output = Chain{Name: ChainOutput, Type: "route", Hook: "output", Priority: "mangle", Rules: []string{
@@ -104,12 +115,21 @@ func (p *planner) baseChains() baseChains {
 		ctNew + " jump " + ChainIdentify,
 		ctNew + " jump " + ChainBound,
 	}}
+	b.output.Rules = p.underlayRules(b.output.Rules, ctNew) // tunnels' outer traffic (underlay.go)
+	if p.pinned() {
+		// The router's own DNS queries too, with or without
+		// local_traffic: an ISP's resolver answers its customers only.
+		b.output.Rules = append(b.output.Rules, ctNew+" jump "+ChainDNS)
+	}
 	if p.cfg.LocalTraffic {
 		b.output.Rules = append(b.output.Rules, ctNew+" jump "+ChainSteer)
+	}
+	if p.cfg.LocalTraffic || p.pinned() {
 		// A router's TCP connect whose policy fell back to last resort
-		// unreachable must fail at once, as a datagram's sendto does:
-		// otherwise the reroute drops its SYN without telling the socket,
-		// and connect() hangs until its timeout.
+		// unreachable (or whose resolver's WAN is down) must fail at once,
+		// as a datagram's sendto does: otherwise the reroute drops its SYN
+		// without telling the socket, and connect() hangs until its
+		// timeout.
 		b.output.Rules = append(b.output.Rules, fmt.Sprintf("meta mark and %s == %s meta l4proto tcp reject with icmpx type no-route",
 			idMask, hex(d.UnreachableMark)))
 	}

@@ -191,7 +191,7 @@ type traceState struct {
 type Step struct {
 	Chain string // the chain the rule is in
 	Rule  string // the rule, as the table holds it
-	To    string // the chain it went to
+	To    string // the chain it went to, or "accept" or "drop" for a rule that ended the packet's way
 }
 
 func (s traceState) final() bool { return s.accepted || s.dropped }
@@ -283,9 +283,11 @@ func (t *tracer) rule(text, origin, chain string, st traceState, depth int) (con
 			return nil, []traceState{st}
 		case toks[0] == "accept":
 			st.accepted = true
+			st.steps = append(slices.Clip(st.steps), Step{Chain: chain, Rule: origin, To: "accept"})
 			return nil, []traceState{st}
 		case toks[0] == "drop" || toks[0] == "reject":
 			st.dropped = true
+			st.steps = append(slices.Clip(st.steps), Step{Chain: chain, Rule: origin, To: "drop"})
 			return nil, []traceState{st}
 		case toks[0] == "counter" && len(toks) >= 5 && toks[1] == "name" && toks[3] == "map":
 			// counter name iifname map @wan_rx: counts, decides nothing.
@@ -345,7 +347,7 @@ func (t *tracer) rule(text, origin, chain string, st traceState, depth int) (con
 				toks = toks[1:]
 			}
 			var match bool
-			if strings.HasPrefix(toks[0], "@") {
+			if strings.HasPrefix(toks[0], "@") || strings.HasPrefix(toks[0], "{") {
 				_, match = t.lookup(toks[0], val)
 			} else {
 				match = val == toks[0] || (isNum(val) && isNum(toks[0]) && parseNum(val) == parseNum(toks[0]))

@@ -37,6 +37,29 @@ func TestEstimatorRFC6298(t *testing.T) {
 	}
 }
 
+func TestRecentPeak(t *testing.T) {
+	var e rttEstimator
+	if _, ok := e.wait(); ok {
+		t.Fatal("wait without a sample")
+	}
+	e.update(40 * ms)
+	for range recentRTTs - 1 {
+		e.update(ms)
+	}
+	if e.peak != 40*ms {
+		t.Fatalf("peak %v with a 40ms sample among the last %d, want 40ms", e.peak, recentRTTs)
+	}
+	// The 40ms sample leaves the window: the peak follows.
+	e.update(2 * ms)
+	if e.peak != 2*ms {
+		t.Fatalf("peak %v once the 40ms sample left the window, want 2ms", e.peak)
+	}
+	e.update(-ms) // clock oddity: a zero sample
+	if e.peak != 2*ms || e.recent[(e.next+recentRTTs-1)%recentRTTs] != 0 {
+		t.Fatalf("peak %v after a negative sample", e.peak)
+	}
+}
+
 func TestRoundDeadline(t *testing.T) {
 	est := func(samples ...time.Duration) *rttEstimator {
 		e := &rttEstimator{}
@@ -53,16 +76,18 @@ func TestRoundDeadline(t *testing.T) {
 	}{
 		{"no targets", nil, time.Second, time.Second},
 		{"no sample", []*rttEstimator{est(), est()}, time.Second, time.Second},
-		// (1 + 4*0.5)*2 + 25 = 31 → raised to the 50ms floor.
-		{"fast path floor", []*rttEstimator{est(ms)}, time.Second, 50 * ms},
-		// (20 + 4*10)*2 + 25 = 145.
-		{"one sample", []*rttEstimator{est(20 * ms)}, time.Second, 145 * ms},
+		// 2×0.1 + 4×0.05 = 0.4ms → raised to the 5ms floor.
+		{"fast path floor", []*rttEstimator{est(100 * time.Microsecond)}, time.Second, minDeadline},
+		// 2×20 + 4×10 = 80.
+		{"one sample", []*rttEstimator{est(20 * ms)}, time.Second, 80 * ms},
+		// The peak, not the average: 2×40 + 4×rttvar.
+		{"jitter", []*rttEstimator{est(ms, 40*ms, ms, ms)}, time.Second, 80*ms + 4*est(ms, 40*ms, ms, ms).rttvar},
 		// The slowest sampled target decides; one without a sample does
 		// not hold the round to the timeout.
-		{"max over targets", []*rttEstimator{est(ms), est(20 * ms), est()}, time.Second, 145 * ms},
-		// (400 + 800)*2 + 25 → capped.
+		{"max over targets", []*rttEstimator{est(ms), est(20 * ms), est()}, time.Second, 80 * ms},
+		// 2×400 + 4×200 → capped.
 		{"timeout cap", []*rttEstimator{est(400 * ms)}, time.Second, time.Second},
-		{"timeout below floor", []*rttEstimator{est(ms)}, 30 * ms, 30 * ms},
+		{"timeout below floor", []*rttEstimator{est(100 * time.Microsecond)}, 3 * ms, 3 * ms},
 	} {
 		if got := roundDeadline(tc.ests, tc.timeout); got != tc.want {
 			t.Errorf("%s: deadline %v, want %v", tc.name, got, tc.want)

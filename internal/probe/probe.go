@@ -56,10 +56,13 @@ type Spec struct {
 	// Interval between the starts of two rounds; Timeout is the longest a
 	// probe waits for its answer.
 	Interval, Timeout time.Duration
-	// Reliability is how many targets must answer for a round to be good;
-	// the prober uses it to probe faster while a failure is being
-	// confirmed.
+	// Reliability is how many targets must answer for a round to be good.
+	// Down and Up are how many bad (good) rounds in a row make the WAN
+	// down (up) in the health tracker; 0 means 3, multiwan's default. The
+	// prober mirrors that hysteresis to probe faster while a change is
+	// being confirmed (see Run).
 	Reliability int
+	Down, Up    int
 }
 
 // Result is one target's outcome in a round.
@@ -78,6 +81,9 @@ type Round struct {
 	// Seq numbers rounds from 1.
 	Seq   uint64
 	Start time.Time
+	// Judged is when the round was judged: when its last answer arrived,
+	// or at its deadline.
+	Judged time.Time
 	// Results has one entry per target, in the order of Spec.Targets (or
 	// the gateway).
 	Results []Result

@@ -29,15 +29,23 @@ const eventBuffer = 64
 // Each Run has its own echo identifier, and the kernel delivers it only
 // echo replies carrying it.
 //
-// A round starts every spec.Interval, or every Interval/4 (at least 10ms)
-// while the last judged round was not good, so that a failure is
-// confirmed or refuted quickly. All targets of a round are probed at
-// once. A round is judged as soon as every target answered, or at its
-// deadline, which adapts to the path: twice the largest smoothed
-// retransmission timeout of its targets (RFC 6298) plus 25ms, within
-// [50ms, Timeout]; Timeout while no target has answered yet. Answers that
-// come after the deadline but within Timeout are reported in a separate
-// Round with Late set; later ones are dropped.
+// A round starts every spec.Interval. All targets of a round are probed
+// at once, and a round is judged as soon as every target answered, or at
+// its deadline, which adapts to the path: for each target that has
+// answered before, twice the largest of its last 32 round-trip times plus
+// four times its RTT variation (RFC 6298); the largest over the targets,
+// within [5ms, Timeout]; Timeout while no target has answered yet.
+// Answers that come after the deadline but within Timeout are reported in
+// a separate Round with Late set; later ones are dropped.
+//
+// Run mirrors the tracker's hysteresis (spec.Down, spec.Up) to confirm a
+// change fast: while the latest rounds disagree with the state they would
+// have confirmed (a bad round while up, a good one while down, any round
+// while unknown), the next round starts as soon as the previous one is
+// judged, and at least Interval/10 (5ms at least) after it started, until
+// the streak reaches its threshold or is broken; then the normal rhythm
+// resumes from the last round. A dead WAN is thus probed at the normal
+// rhythm once it is down, and so is a healthy one.
 //
 // Every Round, late or not, is sent on out, in Seq order (a Late report
 // after its Round), and Run waits for out to take it: a consumer that

@@ -6,9 +6,12 @@ import (
 )
 
 const (
-	// minFastInterval bounds the round rate while a failure is being
-	// confirmed.
-	minFastInterval = 10 * time.Millisecond
+	// minConfirmGap is the least time between the starts of two
+	// confirmation rounds (see scheduler.gap).
+	minConfirmGap = 5 * time.Millisecond
+	// confirmDivisor: confirmation rounds start at least Interval /
+	// confirmDivisor apart.
+	confirmDivisor = 10
 	// maxOutbox is how many reports may wait for the consumer before new
 	// rounds are held back: a consumer that stops reading slows probing
 	// down instead of growing memory.
@@ -46,6 +49,9 @@ type round struct {
 	done    []bool
 	pending int
 	judged  bool
+	// judgedAt is when the round was judged: its last answer, or its
+	// deadline.
+	judgedAt time.Time
 	// delivered: the Round is in the outbox (or sent).
 	delivered bool
 	// late holds late answers that came while the round was judged but
@@ -98,10 +104,31 @@ type transport interface {
 	close()
 }
 
+// verdict is what the scheduler believes the tracker concluded: it mirrors
+// the hysteresis (Spec.Down bad rounds in a row make down, Spec.Up good
+// ones up) so that it knows when a streak is being confirmed.
+type verdict uint8
+
+const (
+	verdictUnknown verdict = iota
+	verdictUp
+	verdictDown
+)
+
 // scheduler is the single state machine of a Run: it starts rounds,
 // matches answers to flights, judges rounds and queues reports in order.
 // It never blocks and takes the time as an argument, so it can be driven
 // by a test with a synthetic clock.
+//
+// Rhythm: a round starts every interval while the latest rounds agree
+// with the verdict. When they disagree (a bad round while up, a good one
+// while down, any round while unknown) the scheduler confirms: the next
+// round starts as soon as the latest one is judged and delivered, but no
+// sooner than gap after it started, until the streak reaches its
+// threshold (the verdict changes) or a round agrees again (the streak is
+// broken); then the normal rhythm resumes from the last round. Rounds
+// stay distinct and consecutive: a confirmation round starts only once
+// the previous round's outcome is known.
 type scheduler struct {
 	wan     string
 	targets []*target
@@ -110,29 +137,41 @@ type scheduler struct {
 	iface string
 	tr    transport
 	// clock gives each probe its send time (time.Now; tests fake it).
-	clock                  func() time.Time
-	interval, fastInterval time.Duration
-	timeout                time.Duration
-	// reliability decides fast confirmation, clamped to 1..len(targets)
-	// so that a mistaken value cannot make it probe fast forever.
-	reliability int
+	clock         func() time.Time
+	interval, gap time.Duration
+	timeout       time.Duration
+	// reliability decides whether a round is good, clamped to
+	// 1..len(targets) so that a mistaken value cannot make it probe fast
+	// forever; down and up are the hysteresis thresholds (at least 1).
+	reliability, down, up int
 
 	seq uint64
 	// nextStart is when the next round is due; lastScheduled is when the
-	// previous one was due (rounds keep their rhythm despite timer lag).
-	nextStart, lastScheduled time.Time
-	// fast is set while the most recent judged round was not good.
-	fast       bool
-	lastJudged uint64
+	// previous one was due (rounds keep their rhythm despite timer lag);
+	// lastStart is when the latest round started.
+	nextStart, lastScheduled, lastStart time.Time
+	// hold: a confirmation round waits for the latest round's outcome.
+	hold bool
+
+	// The mirror of the hysteresis, fed in Seq order as rounds are
+	// delivered: the verdict, the good and bad streaks (a late report
+	// resets the bad one, as it does in the tracker), and burst, the
+	// confirmation rounds started in a row.
+	verdict   verdict
+	good, bad int
+	burst     int
 
 	// open holds started rounds not yet delivered, in seq order.
 	open []*round
 	// flights in flight by id, and in order of expiry (FIFO: they all live
-	// for the same timeout). Answered flights leave the map at once and the
-	// FIFO at their expiry.
+	// for the same timeout). Answered flights leave the map at once;
+	// expired ones leave both at the next step, without a wake-up of
+	// their own: an answer after its flight's expiry is dropped anyway.
 	flights map[uint64]*flight
 	fifo    []*flight
 	nextID  uint64
+	// ests is scratch space for startRound.
+	ests []*rttEstimator
 
 	// outbox holds reports for the consumer, in order.
 	outbox []Round
@@ -141,24 +180,44 @@ type scheduler struct {
 func newScheduler(spec Spec, targets []*target, tr transport, now time.Time) *scheduler {
 	rel := min(max(spec.Reliability, 1), max(len(targets), 1))
 	return &scheduler{
-		wan:          spec.WAN,
-		targets:      targets,
-		gateway:      spec.Gateway,
-		iface:        spec.Interface,
-		tr:           tr,
-		clock:        time.Now,
-		interval:     spec.Interval,
-		fastInterval: max(spec.Interval/4, minFastInterval),
-		timeout:      spec.Timeout,
-		reliability:  rel,
-		nextStart:    now,
-		flights:      make(map[uint64]*flight),
-		nextID:       1,
+		wan:         spec.WAN,
+		targets:     targets,
+		gateway:     spec.Gateway,
+		iface:       spec.Interface,
+		tr:          tr,
+		clock:       time.Now,
+		interval:    spec.Interval,
+		gap:         confirmGap(spec.Interval),
+		timeout:     spec.Timeout,
+		reliability: rel,
+		down:        threshold(spec.Down),
+		up:          threshold(spec.Up),
+		nextStart:   now,
+		flights:     make(map[uint64]*flight),
+		nextID:      1,
+		ests:        make([]*rttEstimator, 0, len(targets)),
 	}
 }
 
-// step does what is due at now: expire flights, judge rounds whose
-// deadline passed, start a round, move judged rounds to the outbox.
+// confirmGap is the least time between the starts of two confirmation
+// rounds: Interval/10, at least minConfirmGap, at most Interval. Rounds a
+// few microseconds apart would test the same instant of the path; this
+// spreads `down` rounds over at least (down-1)×gap.
+func confirmGap(interval time.Duration) time.Duration {
+	return min(max(interval/confirmDivisor, minConfirmGap), interval)
+}
+
+// threshold is a Spec.Down or Spec.Up as the scheduler uses it: 0 (not
+// given) is multiwan's default, 3.
+func threshold(n int) int {
+	if n <= 0 {
+		return 3
+	}
+	return n
+}
+
+// step does what is due at now: drop expired flights, judge rounds whose
+// deadline passed, deliver judged rounds, start a round.
 func (s *scheduler) step(now time.Time) {
 	for len(s.fifo) > 0 && !s.fifo[0].expires.After(now) {
 		f := s.fifo[0]
@@ -170,13 +229,14 @@ func (s *scheduler) step(now time.Time) {
 	}
 	for _, r := range s.open {
 		if !r.judged && !r.deadline.After(now) {
-			s.judge(r)
+			s.judge(r, now)
 		}
 	}
-	if len(s.outbox) < maxOutbox && !now.Before(s.nextStart) {
-		s.startRound(now)
-	}
 	s.deliver()
+	if len(s.outbox) < maxOutbox && !s.hold && !now.Before(s.nextStart) {
+		s.startRound(now)
+		s.deliver()
+	}
 }
 
 // wake is when step must run next; zero when only an event can change
@@ -188,7 +248,7 @@ func (s *scheduler) wake() time.Time {
 			w = t
 		}
 	}
-	if len(s.outbox) < maxOutbox {
+	if len(s.outbox) < maxOutbox && !s.hold {
 		earlier(s.nextStart)
 	}
 	for _, r := range s.open {
@@ -196,24 +256,73 @@ func (s *scheduler) wake() time.Time {
 			earlier(r.deadline)
 		}
 	}
-	if len(s.fifo) > 0 {
-		earlier(s.fifo[0].expires)
-	}
 	return w
+}
+
+// confirming reports whether the latest rounds disagree with the verdict
+// and the disagreement is still short of its threshold.
+func (s *scheduler) confirming() bool {
+	return (s.verdict != verdictUp && s.good > 0) || (s.verdict != verdictDown && s.bad > 0)
+}
+
+// fast reports whether the next round is a confirmation round. A burst of
+// them is bounded: in up or down a disagreement ends within Down or Up
+// rounds anyway, but a path that alternates while the verdict is unknown
+// would otherwise be probed fast for as long as it alternates.
+func (s *scheduler) fast() bool {
+	return s.confirming() && s.burst < s.down+s.up
+}
+
+// note takes the outcome of the next round, in Seq order, into the
+// mirror of the hysteresis.
+func (s *scheduler) note(good bool) {
+	if good {
+		s.good++
+		s.bad = 0
+	} else {
+		s.bad++
+		s.good = 0
+	}
+	switch {
+	case s.bad >= s.down:
+		s.verdict = verdictDown
+	case s.good >= s.up:
+		s.verdict = verdictUp
+	}
+}
+
+// reschedule sets when the next round starts after the mirror changed or
+// a round started.
+func (s *scheduler) reschedule() {
+	if !s.confirming() {
+		s.burst = 0
+	}
+	if s.fast() {
+		// Consecutive: wait for the latest round's outcome (delivery is
+		// in Seq order, so nothing open means it is known).
+		s.hold = len(s.open) > 0
+		s.nextStart = s.lastStart.Add(s.gap)
+		return
+	}
+	s.hold = false
+	s.nextStart = s.lastScheduled.Add(s.interval)
 }
 
 // startRound probes every target once.
 func (s *scheduler) startRound(now time.Time) {
-	gap := s.gap()
-	// A round that starts late by more than a fraction of the gap (the
-	// consumer held us back, the machine was busy) restarts the rhythm
-	// from now rather than firing a burst of catch-up rounds.
-	if now.Sub(s.nextStart) >= gap/4 {
+	if s.fast() {
+		s.burst++
+		s.lastScheduled = now
+	} else if now.Sub(s.nextStart) >= s.interval/4 {
+		// A round that starts late by more than a fraction of the
+		// interval (the consumer held us back, the machine was busy)
+		// restarts the rhythm from now rather than firing a burst of
+		// catch-up rounds.
 		s.lastScheduled = now
 	} else {
 		s.lastScheduled = s.nextStart
 	}
-	s.nextStart = s.lastScheduled.Add(gap)
+	s.lastStart = now
 
 	s.seq++
 	n := len(s.targets)
@@ -223,7 +332,7 @@ func (s *scheduler) startRound(now time.Time) {
 		results: make([]Result, n),
 		done:    make([]bool, n),
 	}
-	ests := make([]*rttEstimator, 0, n)
+	ests := s.ests[:0]
 	for i, t := range s.targets {
 		if t.gateway {
 			a := probeAddr(s.gateway(), s.iface)
@@ -247,6 +356,7 @@ func (s *scheduler) startRound(now time.Time) {
 		ests = append(ests, &t.est)
 	}
 	r.deadline = now.Add(roundDeadline(ests, s.timeout))
+	clear(ests)
 	s.open = append(s.open, r)
 
 	for i, t := range s.targets {
@@ -273,20 +383,13 @@ func (s *scheduler) startRound(now time.Time) {
 		r.pending++
 	}
 	if r.pending == 0 {
-		s.judge(r)
+		s.judge(r, now)
 	}
+	s.reschedule()
 }
 
-// gap is the time between two round starts.
-func (s *scheduler) gap() time.Duration {
-	if s.fast {
-		return s.fastInterval
-	}
-	return s.interval
-}
-
-// judge closes round r: targets without an answer failed.
-func (s *scheduler) judge(r *round) {
+// judge closes round r at now: targets without an answer failed.
+func (s *scheduler) judge(r *round, now time.Time) {
 	for i := range r.results {
 		if !r.done[i] {
 			r.results[i].Err = "timeout"
@@ -294,35 +397,31 @@ func (s *scheduler) judge(r *round) {
 		}
 	}
 	r.judged = true
-	if r.seq <= s.lastJudged {
-		// An older round judged late says nothing about the present.
-		return
-	}
-	s.lastJudged = r.seq
-	good := Round{Results: r.results}.Good(s.reliability)
-	if s.fast == !good {
-		return
-	}
-	// Fast confirmation: a failure is confirmed or refuted after a
-	// quarter interval; back to the normal rhythm once a round is good.
-	s.fast = !good
-	s.nextStart = s.lastScheduled.Add(s.gap())
+	r.judgedAt = now
 }
 
 // deliver moves the judged rounds at the head of open to the outbox, each
-// followed by the late answers it collected meanwhile.
+// followed by the late answers it collected meanwhile, and feeds their
+// outcomes to the mirror of the hysteresis in that order.
 func (s *scheduler) deliver() {
+	if len(s.open) == 0 || !s.open[0].judged {
+		return
+	}
 	for len(s.open) > 0 && s.open[0].judged {
 		r := s.open[0]
 		s.open[0] = nil
 		s.open = s.open[1:]
 		r.delivered = true
-		s.outbox = append(s.outbox, Round{WAN: s.wan, Seq: r.seq, Start: r.start, Results: r.results})
+		rd := Round{WAN: s.wan, Seq: r.seq, Start: r.start, Judged: r.judgedAt, Results: r.results}
+		s.outbox = append(s.outbox, rd)
+		s.note(rd.Good(s.reliability))
 		if len(r.late) > 0 {
-			s.outbox = append(s.outbox, Round{WAN: s.wan, Seq: r.seq, Start: r.start, Results: r.late, Late: true})
+			s.outbox = append(s.outbox, Round{WAN: s.wan, Seq: r.seq, Start: r.start, Judged: r.judgedAt, Results: r.late, Late: true})
 			r.late = nil
+			s.bad = 0
 		}
 	}
+	s.reschedule()
 }
 
 // lookupSeq finds the live flight whose ICMP sequence number is seq: the
@@ -381,35 +480,40 @@ func (s *scheduler) handle(ev event) {
 			r.done[f.idx] = true
 			r.pending--
 			if r.pending == 0 {
-				s.judge(r)
+				s.judge(r, ev.at)
 				s.deliver()
 			}
 			return
 		}
 		// The deadline passed before the answer came; the timer just
 		// has not fired yet.
-		s.judge(r)
+		s.judge(r, r.deadline)
 	}
 	if !ev.ok {
 		// A failure after the deadline tells nothing the round did not.
+		s.deliver()
 		return
 	}
 	s.addLate(r, res)
 	s.deliver()
 }
 
-// addLate reports a late answer for a judged round.
+// addLate reports a late answer for a judged round. It proves the path
+// carries packets, so it breaks a streak of bad rounds, in the tracker
+// and in the scheduler's mirror of it.
 func (s *scheduler) addLate(r *round, res Result) {
 	if !r.delivered {
 		r.late = append(r.late, res)
 		return
 	}
+	s.bad = 0
+	s.reschedule()
 	if n := len(s.outbox); n > 0 && s.outbox[n-1].Late && s.outbox[n-1].Seq == r.seq {
 		// Not handed out yet: one report per round is enough.
 		s.outbox[n-1].Results = append(s.outbox[n-1].Results, res)
 		return
 	}
-	s.outbox = append(s.outbox, Round{WAN: s.wan, Seq: r.seq, Start: r.start, Results: []Result{res}, Late: true})
+	s.outbox = append(s.outbox, Round{WAN: s.wan, Seq: r.seq, Start: r.start, Judged: r.judgedAt, Results: []Result{res}, Late: true})
 }
 
 // pop removes the report just sent.

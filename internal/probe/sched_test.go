@@ -115,32 +115,10 @@ func TestRoundJudgedWhenEveryTargetAnswered(t *testing.T) {
 	}
 }
 
-func TestRoundDeadlineAdapts(t *testing.T) {
-	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1", "198.51.100.2"}, Reliability: 2})
-	ts.at(0)
-	ts.reply(0, 2*ms)
-	// No sample before round 1: it waits the whole timeout.
-	ts.at(999 * ms)
-	if out := ts.take(); len(out) != 0 {
-		t.Fatalf("round 1 judged before its deadline: %s", describeRounds(out))
-	}
-	ts.at(time.Second)
-	out := ts.take()
-	if len(out) != 1 || !out[0].Results[0].OK || out[0].Results[1].OK || out[0].Results[1].Err != "timeout" {
-		t.Fatalf("round 1: %s", describeRounds(out))
-	}
-	// Round 1 was bad (reliability 2): the next rounds come fast. Their
-	// deadline follows target 0's 2ms RTT: (2+4*1)*2+25 = 37 → 50ms.
-	start := ts.s.open[len(ts.s.open)-1].start
-	if got := ts.s.open[len(ts.s.open)-1].deadline.Sub(start); got != 50*ms {
-		t.Fatalf("deadline with a 2ms sample: %v, want 50ms", got)
-	}
-}
-
 func TestRoundsDeliveredInSeqOrder(t *testing.T) {
 	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1"}})
 	ts.at(0) // round 1: no sample, deadline 1s
-	// Round 2 has a sample (seeded here) and a 50ms deadline; it is
+	// Round 2 has a sample (seeded here) and a 5ms deadline; it is
 	// judged long before round 1 but must not overtake it.
 	ts.s.targets[0].est.update(ms)
 	ts.at(100 * ms)
@@ -165,39 +143,73 @@ func TestRoundsDeliveredInSeqOrder(t *testing.T) {
 	}
 }
 
+func TestRoundDeadlineAdapts(t *testing.T) {
+	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1", "198.51.100.2"}, Reliability: 2, Interval: 10 * time.Second})
+	ts.at(0)
+	ts.reply(0, 2*ms)
+	// No sample before round 1: it waits the whole timeout.
+	ts.at(999 * ms)
+	if out := ts.take(); len(out) != 0 {
+		t.Fatalf("round 1 judged before its deadline: %s", describeRounds(out))
+	}
+	ts.at(time.Second)
+	out := ts.take()
+	if len(out) != 1 || !out[0].Results[0].OK || out[0].Results[1].OK || out[0].Results[1].Err != "timeout" ||
+		!out[0].Judged.Equal(ts.t0.Add(time.Second)) {
+		t.Fatalf("round 1: %s", describeRounds(out))
+	}
+	// Round 1 was bad (reliability 2) while nothing was confirmed yet: the
+	// next round starts at once. Its deadline follows target 0's 2ms RTT:
+	// 2×2 + 4×1 = 8ms; target 1, never heard from, does not count.
+	if len(ts.s.open) != 1 || !ts.s.open[0].start.Equal(ts.now) {
+		t.Fatalf("no confirmation round at once: %d open, started %v", len(ts.s.open), ts.s.open[0].start.Sub(ts.t0))
+	}
+	if got := ts.s.open[0].deadline.Sub(ts.now); got != 8*ms {
+		t.Fatalf("deadline with a 2ms sample: %v, want 8ms", got)
+	}
+}
+
 func TestLateAnswers(t *testing.T) {
 	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1", "198.51.100.2"}})
+	ts.s.verdict = verdictUp
 	ts.s.targets[0].est.update(ms)
 	ts.s.targets[1].est.update(ms)
-	ts.at(0) // deadline 50ms
-	ts.at(50 * ms)
+	ts.at(0) // deadline: 2×1 + 4×0.5 = 4ms, raised to 5ms
+	ts.at(5 * ms)
 	out := ts.take()
 	if len(out) != 1 || out[0].Late || out[0].Good(1) {
 		t.Fatalf("round 1 at its deadline: %s", describeRounds(out))
 	}
+	if ts.s.bad != 1 || !ts.s.fast() || !ts.s.nextStart.Equal(ts.t0.Add(10*ms)) {
+		t.Fatalf("after a bad round: bad %d fast %v next %v", ts.s.bad, ts.s.fast(), ts.s.nextStart.Sub(ts.t0))
+	}
 	before := ts.s.targets[0].est.srtt
-	ts.reply(0, 200*ms)
-	ts.reply(1, 210*ms)
+	ts.reply(0, 7*ms)
+	ts.reply(1, 8*ms)
 	out = ts.take()
 	// Both late answers are queued before the consumer takes them: one
 	// report.
 	if len(out) != 1 || !out[0].Late || out[0].Seq != 1 || len(out[0].Results) != 2 ||
-		out[0].Results[0] != (Result{Target: "198.51.100.1", OK: true, RTT: 200 * ms}) ||
-		out[0].Results[1] != (Result{Target: "198.51.100.2", OK: true, RTT: 210 * ms}) {
+		out[0].Results[0] != (Result{Target: "198.51.100.1", OK: true, RTT: 7 * ms}) ||
+		out[0].Results[1] != (Result{Target: "198.51.100.2", OK: true, RTT: 8 * ms}) {
 		t.Fatalf("late report: %s", describeRounds(out))
 	}
-	if ts.s.targets[0].est.srtt <= before {
-		t.Error("a late answer did not update srtt")
+	if ts.s.targets[0].est.srtt <= before || ts.s.targets[0].est.peak != 7*ms {
+		t.Error("a late answer did not update the estimate")
 	}
-	// Round 2 (fast, since round 1 was bad): an answer after Timeout is
-	// dropped, and so is the flight.
-	ts.at(60 * ms)
-	if len(ts.tr.sent) != 4 {
-		t.Fatalf("round 2 not started: %d probes", len(ts.tr.sent))
+	// The path works, slowly: the streak is broken, the normal rhythm
+	// resumes, and the next deadline covers the late answers.
+	if ts.s.bad != 0 || ts.s.fast() || !ts.s.nextStart.Equal(ts.t0.Add(100*ms)) {
+		t.Fatalf("after a late report: bad %d fast %v next %v", ts.s.bad, ts.s.fast(), ts.s.nextStart.Sub(ts.t0))
 	}
-	ts.at(60*ms + time.Second)
+	ts.at(100 * ms)
+	if d := ts.s.open[0].deadline.Sub(ts.now); d < 16*ms {
+		t.Fatalf("deadline %v after 8ms answers", d)
+	}
+	// An answer after Timeout is dropped, and so is the flight.
+	ts.at(100*ms + time.Second)
 	ts.take()
-	ts.reply(2, 60*ms+time.Second+ms)
+	ts.reply(2, 100*ms+time.Second+ms)
 	if out := ts.take(); len(out) != 0 {
 		t.Fatalf("answer after Timeout reported: %s", describeRounds(out))
 	}
@@ -210,8 +222,8 @@ func TestLateAnswerWaitsForItsRound(t *testing.T) {
 	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1"}})
 	ts.at(0) // round 1: deadline 1s
 	ts.s.targets[0].est.update(ms)
-	ts.at(100 * ms) // round 2: deadline 150ms
-	ts.at(150 * ms)
+	ts.at(100 * ms) // round 2: deadline 5ms
+	ts.at(105 * ms)
 	ts.reply(1, 170*ms) // late for round 2, which waits behind round 1
 	if out := ts.take(); len(out) != 0 {
 		t.Fatalf("reports before round 1: %s", describeRounds(out))
@@ -222,6 +234,10 @@ func TestLateAnswerWaitsForItsRound(t *testing.T) {
 		out[2].Seq != 2 || !out[2].Late || !out[2].Results[0].OK {
 		t.Fatalf("got %s, want round 1, round 2 (bad), late report for 2", describeRounds(out))
 	}
+	// The mirror saw them in that order: good, bad, late.
+	if ts.s.good != 0 || ts.s.bad != 0 {
+		t.Fatalf("streaks good %d bad %d after good, bad, late", ts.s.good, ts.s.bad)
+	}
 }
 
 func TestAnswerBeforeDeadlineSeenAfter(t *testing.T) {
@@ -231,52 +247,10 @@ func TestAnswerBeforeDeadlineSeenAfter(t *testing.T) {
 	ts.s.targets[0].est.update(ms)
 	ts.at(0)
 	ts.now = ts.t0.Add(70 * ms) // no step: the timer has not fired
-	ts.reply(0, 49*ms)
+	ts.reply(0, 4*ms)
 	out := ts.take()
-	if len(out) != 1 || !out[0].Results[0].OK {
+	if len(out) != 1 || !out[0].Results[0].OK || !out[0].Judged.Equal(ts.t0.Add(4*ms)) {
 		t.Fatalf("got %s", describeRounds(out))
-	}
-}
-
-func TestFastConfirmation(t *testing.T) {
-	ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1"}, Interval: 100 * ms})
-	ts.s.targets[0].est.update(ms)
-	ts.at(0)
-	ts.reply(0, ms)
-	if want := ts.t0.Add(100 * ms); !ts.s.nextStart.Equal(want) {
-		t.Fatalf("next start after a good round %v, want +100ms", ts.s.nextStart.Sub(ts.t0))
-	}
-	ts.at(100 * ms) // round 2: never answered
-	ts.at(150 * ms) // judged bad at its 50ms deadline
-	// Due at 125ms already: starts now, and every 25ms from there.
-	if len(ts.tr.sent) != 3 {
-		t.Fatalf("no round started at once after a bad round: %d probes", len(ts.tr.sent))
-	}
-	if want := ts.t0.Add(175 * ms); !ts.s.nextStart.Equal(want) {
-		t.Fatalf("next start in fast mode %v, want +175ms", ts.s.nextStart.Sub(ts.t0))
-	}
-	ts.at(175 * ms)
-	if len(ts.tr.sent) != 4 {
-		t.Fatalf("fast round not started: %d", len(ts.tr.sent))
-	}
-	ts.reply(2, 176*ms) // round 3 good: back to the normal rhythm
-	if want := ts.t0.Add(275 * ms); !ts.s.nextStart.Equal(want) {
-		t.Fatalf("next start after recovery %v, want +275ms", ts.s.nextStart.Sub(ts.t0))
-	}
-	// Round 4 (started in fast mode) failing later still counts: it is
-	// the newest judged round.
-	ts.at(225 * ms)
-	if !ts.s.fast {
-		t.Fatal("newest round bad but not in fast mode")
-	}
-	// An old round judged late does not flip the mode.
-	ts.s.lastJudged = 10
-	ts.s.fast = false
-	ts.s.targets[0].est = rttEstimator{}
-	ts.at(300 * ms)
-	ts.at(1300 * ms)
-	if ts.s.fast {
-		t.Fatal("a round older than the newest judged one set fast mode")
 	}
 }
 
