@@ -123,6 +123,28 @@ func (lk *lookups) halt() {
 	}
 }
 
+// lost is how many queries got no answer, among those whose dig ended
+// (answered, timed out or failed) between from and to.
+func (lk *lookups) lost(from, to time.Time) int {
+	data, _ := os.ReadFile(lk.out)
+	n := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[0] != "lookup" {
+			continue
+		}
+		secs, err := strconv.ParseFloat(f[2], 64)
+		if err != nil {
+			continue
+		}
+		at := time.Unix(0, int64(secs*1e9))
+		if (len(f) < 4 || f[3] != lab.ServiceAddr) && !at.Before(from) && !at.After(to) {
+			n++
+		}
+	}
+	return n
+}
+
 // results reads the client's output: the times of the answers (in
 // order) and how many queries got none.
 func (lk *lookups) results() (answers []time.Time, failed int) {
@@ -344,13 +366,16 @@ func TestDNSFailover(t *testing.T) {
 	back := r.wanSince("isp1")
 	waitNameservers(t, l, resolvFile, 5*time.Second, up...)
 	isp1Before := seen(t, l, 1, lab.ISPDNSAddr(1))
-	lan.waitAnswers(t, l, 10, 10*time.Second)
-	own.waitAnswers(t, l, 10, 10*time.Second)
+	// 25 answers at 100 ms take longer than dig's 2 s timeout: a query
+	// lost around the heal has ended by then, and is counted below.
+	lan.waitAnswers(t, l, 25, 10*time.Second)
+	own.waitAnswers(t, l, 25, 10*time.Second)
 	if n := seen(t, l, 1, lab.ISPDNSAddr(1)) - isp1Before; n < 10 {
 		t.Errorf("after the heal ISP1's resolver got %d packets, want the lookups' again", n)
 	}
 	healLAN, _ := lan.gap(restored, back.Add(2*time.Second))
 	healOwn, _ := own.gap(restored, back.Add(2*time.Second))
+	healLostLAN, healLostOwn := lan.lost(restored, time.Now()), own.lost(restored, time.Now())
 	lan.halt()
 	own.halt()
 	if os.Getenv("MULTIWAN_DNS_DEBUG") != "" {
@@ -379,10 +404,13 @@ func TestDNSFailover(t *testing.T) {
 		t.Errorf("DNS gap longer than the failover (%v, steady-state gap %v): LAN %v, router %v\ndnsmasq:\n%s",
 			failover, base, lanGap, ownGap, dnsmasq.Output())
 	}
-	// Healing is no gap at all: no longer than the steady state's, give
-	// or take two queries.
-	if healLAN > base+2*interval || healOwn > base+2*interval {
-		t.Errorf("DNS gap when ISP1 healed (steady-state gap %v): LAN %v, router %v", base, healLAN, healOwn)
+	// Healing loses nothing: ISP1's resolvers are pinned to ISP1, which
+	// works again before the list puts them first. (The gap between
+	// answers is logged, not judged: on a loaded machine a dig process
+	// that starts late widens it without any query being lost.)
+	if healLostLAN+healLostOwn > 0 {
+		t.Errorf("lookups lost when ISP1 healed: LAN %d, router %d (gap LAN %v, router %v, steady-state %v)",
+			healLostLAN, healLostOwn, healLAN, healOwn, base)
 	}
 	if !strings.Contains(dnsmasq.Output(), "reading "+resolvFile) {
 		t.Errorf("dnsmasq never re-read %s:\n%s", resolvFile, dnsmasq.Output())
@@ -532,7 +560,7 @@ func TestDNSFromRA(t *testing.T) {
 	if _, err := l.Lookup(ctx, lab.NSRouter, lab.ISPDNSAddr6(2), "ra."+lab.DNSZone); err != nil {
 		t.Fatalf("the router's query to ISP2's advertised resolver: %v", err)
 	}
-	if out := execIn(t, l, lab.NSRouter, "nft", "list", "set", "inet", "multiwan", "dns_isp2_6"); !strings.Contains(out, lab.ISPDNSAddr6(2)) {
+	if out := execIn(t, l, lab.NSRouter, "nft", "list", "map", "inet", "multiwan", "dns_isp2_6"); !strings.Contains(out, lab.ISPDNSAddr6(2)) {
 		t.Fatalf("ISP2's advertised resolver is not pinned to it:\n%s", out)
 	}
 }

@@ -863,7 +863,11 @@ func (x *exRig) checkSticky(t *testing.T, cfg, pol string) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, chain)
 	}
-	buckets := parseJhashVmap(t, string(chain))
+	decision, err := x.l.Exec(ctx, lab.NSRouter, "nft", "list", "map", "inet", "multiwan", plan.PolicyMap(pol, 4))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, decision)
+	}
+	buckets := parseJhashVmap(t, string(chain), string(decision))
 
 	var hosts []string
 	for i := 11; i <= 30; i++ {
@@ -910,9 +914,10 @@ func (x *exRig) checkSticky(t *testing.T, cfg, pol string) {
 	}
 }
 
-// parseJhashVmap reads "jhash ip saddr mod N seed S vmap { lo-hi : goto
-// wan_X, ... }" of a policy chain, and returns the WAN of a hash value.
-func parseJhashVmap(t *testing.T, chain string) func(h uint32) string {
+// parseJhashVmap reads "jhash ip saddr mod N seed S vmap @MAP" of a policy
+// chain and the elements "lo-hi : goto wan_X, ..." of the map as nft
+// lists them, and returns the WAN of a hash value.
+func parseJhashVmap(t *testing.T, chain, decision string) func(h uint32) string {
 	t.Helper()
 	i := strings.Index(chain, "jhash ip saddr mod ")
 	if i < 0 {
@@ -923,13 +928,20 @@ func parseJhashVmap(t *testing.T, chain string) func(h uint32) string {
 	if err != nil || f[1] != "seed" || f[2] != "0x6d77616e" {
 		t.Fatalf("unexpected jhash in\n%s", chain)
 	}
-	open, end := strings.Index(chain[i:], "{"), strings.Index(chain[i:], "}")
+	if !strings.Contains(chain, "vmap @") {
+		t.Fatalf("no map lookup in\n%s", chain)
+	}
+	j := strings.Index(decision, "elements = {")
+	if j < 0 {
+		t.Fatalf("no elements in\n%s", decision)
+	}
+	open, end := j+len("elements = ")-1, j+strings.Index(decision[j:], "}")
 	type span struct {
 		lo, hi uint64
 		wan    string
 	}
 	var spans []span
-	for _, el := range strings.Split(chain[i+open+1:i+end], ",") {
+	for _, el := range strings.Split(decision[open+1:end], ",") {
 		k, v, _ := strings.Cut(el, " : ")
 		lo, hi, ok := strings.Cut(strings.TrimSpace(k), "-")
 		if !ok {

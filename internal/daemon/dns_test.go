@@ -73,7 +73,7 @@ resolv_file: ` + resolvFile + "\n"
 		t.Fatalf("status dns %+v", s.DNS)
 	}
 	h.waitFor("the write to show in status", func() bool { s := h.status(); return s.DNS.Written != nil })
-	if !hasRule(h.k.holds(), plan.ChainDNS, "@dns_isp1_4 goto dns_down") {
+	if !hasElement(h.k.holds(), plan.SetDNS("isp1", 4), "198.18.1.53 : goto "+plan.ChainDNSDown) {
 		t.Fatal("isp1's resolver is not failed at once while isp1 is down")
 	}
 	var dnsHook []string
@@ -133,18 +133,10 @@ func TestNoDNSNoFile(t *testing.T) {
 	}
 }
 
-func hasRule(d *plan.Desired, chain, sub string) bool {
-	for _, c := range d.Table.Chains {
-		if c.Name == chain && slices.ContainsFunc(c.Rules, func(r string) bool { return strings.Contains(r, sub) }) {
-			return true
-		}
-	}
-	return false
-}
-
+// hasElement reports whether set holds the element key, or "key : value".
 func hasElement(d *plan.Desired, set, key string) bool {
 	for _, s := range d.Table.Sets {
-		if s.Name == set && slices.ContainsFunc(s.Elements, func(e plan.Element) bool { return e.Key == key }) {
+		if s.Name == set && slices.ContainsFunc(s.Elements, func(e plan.Element) bool { return e.Key == key || e.String() == key }) {
 			return true
 		}
 	}

@@ -138,7 +138,8 @@ func (k *Kernel) Apply(ctx context.Context, d *plan.Desired, log *slog.Logger) e
 	log.Log(ctx, level, msg,
 		"rules_added", rulesAdded, "rules_deleted", rulesDeleted,
 		"routes_added", routesAdded, "routes_deleted", routesDeleted,
-		"routing_took", routed.Sub(start).Round(time.Microsecond), "nft_took", time.Since(routed).Round(time.Microsecond))
+		"routing_took", routed.Sub(start).Round(time.Microsecond), "nft_took", time.Since(routed).Round(time.Microsecond),
+		"nft_via", k.NFT.Via())
 	return errors.Join(errs...)
 }
 

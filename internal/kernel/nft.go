@@ -36,7 +36,20 @@ type NFT struct {
 	// genErr is the last failure to read the generation around a
 	// transaction, nil after a success.
 	genErr error
+
+	// writeElements writes a change of map elements alone in-process
+	// (elements.go); nil with a knftables.Fake, and then every change
+	// takes the nft path.
+	writeElements func([]elementChange) error
+	// fast counts the applies that took the in-process path, for tests.
+	fast int
+	// via says how the last Apply reached the kernel (Via).
+	via string
 }
+
+// Via says how the last Apply reached the kernel: "netlink" (map
+// elements, in-process), "nft" (the nft binary), or "" (nothing to do).
+func (n *NFT) Via() string { return n.via }
 
 // ownGenerations bounds the record of own commits. The daemon looks a
 // commit up when its notification arrives, at most a few transactions
@@ -53,7 +66,8 @@ func NewNFT(table string) (*NFT, error) {
 		return nil, fmt.Errorf("nft: %w", err)
 	}
 	n := NewNFTFromInterface(nft, table)
-	n.generation = Generation
+	n.generation = (&generationReader{}).read
+	n.writeElements = (&elementWriter{}).write
 	return n, nil
 }
 
@@ -74,9 +88,34 @@ func NewNFTFromInterface(nft knftables.Interface, table string) *NFT {
 // and refilled; the rest of the ruleset is not touched. Otherwise the table
 // is replaced whole: added (so that deleting it cannot fail when it is
 // absent), deleted, and added again with all its contents.
+//
+// When only map elements differ (a failover: see elements.go), they are
+// written in-process over netlink in one transaction instead; should that
+// fail, the table is replaced whole through nft.
 func (n *NFT) Apply(ctx context.Context, t *plan.Table) error {
 	var tx *knftables.Transaction
 	var err error
+	n.via = ""
+	if n.last != nil && n.writeElements != nil && sameShape(n.last, t) && sameRules(n.last, t) {
+		changes, err := elementChanges(n.table, n.last, t)
+		if err == nil && len(changes) == 0 {
+			return nil
+		}
+		if err == nil {
+			err = n.recorded(func() error { return n.writeElements(changes) })
+			if err == nil {
+				n.last = cloneTable(t)
+				n.fast++
+				n.via = "netlink"
+				return nil
+			}
+		}
+		if !errors.Is(err, errNotEncodable) {
+			// The kernel refused: nothing was applied (one
+			// transaction); replace the whole table the reference way.
+			n.last, n.stale = nil, nil
+		}
+	}
 	if n.last != nil && sameShape(n.last, t) {
 		tx, err = n.update(n.last, t)
 		if tx == nil && err == nil {
@@ -88,6 +127,7 @@ func (n *NFT) Apply(ctx context.Context, t *plan.Table) error {
 	if err != nil {
 		return err
 	}
+	n.via = "nft"
 	if err := n.run(ctx, tx); err != nil {
 		n.last, n.stale = nil, nil
 		return fmt.Errorf("replace table inet %s: %w", n.table, err)
@@ -103,11 +143,17 @@ func (n *NFT) Apply(ctx context.Context, t *plan.Table) error {
 // its notifications will look foreign, which costs one unneeded repair,
 // whereas taking a foreign commit for ours would hide a needed one.
 func (n *NFT) run(ctx context.Context, tx *knftables.Transaction) error {
+	return n.recorded(func() error { return n.nft.Run(ctx, tx) })
+}
+
+// recorded runs one transaction (nft's, or an in-process one) and records
+// its commit as ours (see run).
+func (n *NFT) recorded(commit func() error) error {
 	if n.generation == nil {
-		return n.nft.Run(ctx, tx)
+		return commit()
 	}
 	before, berr := n.generation()
-	err := n.nft.Run(ctx, tx)
+	err := commit()
 	after, aerr := n.generation()
 	if n.genErr = errors.Join(berr, aerr); n.genErr != nil {
 		return err
@@ -220,13 +266,25 @@ func sameShape(a, b *plan.Table) bool {
 	}
 	for i := range a.Sets {
 		x, y := a.Sets[i], b.Sets[i]
-		if x.Name != y.Name || x.Type != y.Type || x.Map != y.Map || x.Comment != y.Comment || !slices.Equal(x.Flags, y.Flags) {
+		if x.Name != y.Name || x.Type != y.Type || x.TypeOf != y.TypeOf || x.Map != y.Map || x.Comment != y.Comment ||
+			!slices.Equal(x.Flags, y.Flags) {
 			return false
 		}
 	}
 	for i := range a.Chains {
 		x, y := a.Chains[i], b.Chains[i]
 		if x.Name != y.Name || x.Type != y.Type || x.Hook != y.Hook || x.Priority != y.Priority || x.Comment != y.Comment {
+			return false
+		}
+	}
+	return true
+}
+
+// sameRules reports whether a and b, of the same shape, have the same
+// rules in every chain.
+func sameRules(a, b *plan.Table) bool {
+	for i := range a.Chains {
+		if !slices.Equal(a.Chains[i].Rules, b.Chains[i].Rules) {
 			return false
 		}
 	}
@@ -388,8 +446,13 @@ func setObject(s plan.Set) knftables.Object {
 		flags[i] = knftables.SetFlag(f)
 	}
 	comment := optional(s.Comment)
-	if s.Map != "" {
+	switch {
+	case s.Map != "" && s.TypeOf != "":
+		return &knftables.Map{Name: s.Name, TypeOf: s.TypeOf + " : " + s.Map, Flags: flags, Comment: comment}
+	case s.Map != "":
 		return &knftables.Map{Name: s.Name, Type: s.Type + " : " + s.Map, Flags: flags, Comment: comment}
+	case s.TypeOf != "":
+		return &knftables.Set{Name: s.Name, TypeOf: s.TypeOf, Flags: flags, Comment: comment}
 	}
 	return &knftables.Set{Name: s.Name, Type: s.Type, Flags: flags, Comment: comment}
 }

@@ -638,6 +638,37 @@ func Generation() (uint32, error) {
 		return 0, fmt.Errorf("nftables generation: open a netfilter netlink socket: %w", err)
 	}
 	defer c.Close()
+	return generationOn(c)
+}
+
+// generationReader reads the generation over one lasting socket: an
+// apply reads it twice (before and after its commit), and opening a
+// socket each time costs more than the in-process commit itself. Not
+// safe for concurrent use; its owner is the goroutine that applies.
+type generationReader struct {
+	c *netlink.Conn
+}
+
+// read is Generation on the lasting socket, opened on first use and
+// opened anew after any failure.
+func (g *generationReader) read() (uint32, error) {
+	if g.c == nil {
+		c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+		if err != nil {
+			return 0, fmt.Errorf("nftables generation: open a netfilter netlink socket: %w", err)
+		}
+		g.c = c
+	}
+	gen, err := generationOn(g.c)
+	if err != nil {
+		g.c.Close()
+		g.c = nil
+	}
+	return gen, err
+}
+
+// generationOn asks for the generation on c.
+func generationOn(c *netlink.Conn) (uint32, error) {
 	if err := c.SetDeadline(time.Now().Add(generationTimeout)); err != nil {
 		return 0, fmt.Errorf("nftables generation: %w", err)
 	}

@@ -101,6 +101,9 @@ type Set struct {
 	Name string
 	// Type is the key type, e.g. "ipv4_addr" or "ifname".
 	Type string
+	// TypeOf, instead of Type, gives the key type by an expression of that
+	// type, e.g. "numgen random mod 10" (nft's typeof).
+	TypeOf string
 	// Map is the value type of a map ("verdict", "mark"); empty for a set.
 	Map      string
 	Flags    []string
@@ -260,13 +263,15 @@ func (t *Table) String() string {
 		fmt.Fprintf(&b, "\tcounter %s {\n\t}\n", c)
 	}
 	for _, s := range t.Sets {
-		kind := "set"
-		typ := s.Type
+		kind, typ := "set", "type "+s.Type
+		if s.TypeOf != "" {
+			typ = "typeof " + s.TypeOf
+		}
 		if s.Map != "" {
 			kind = "map"
 			typ += " : " + s.Map
 		}
-		fmt.Fprintf(&b, "\t%s %s {\n\t\ttype %s\n", kind, s.Name, typ)
+		fmt.Fprintf(&b, "\t%s %s {\n\t\t%s\n", kind, s.Name, typ)
 		if len(s.Flags) > 0 {
 			fmt.Fprintf(&b, "\t\tflags %s\n", strings.Join(s.Flags, ", "))
 		}

@@ -18,13 +18,14 @@ import (
 // resolver list (resolv_file) the daemon keeps for the router's DNS
 // forwarder: the resolvers of usable WANs first.
 //
-// In the nft table: one named set per WAN and family with the WAN's
+// In the nft table: one verdict map per WAN and family with the WAN's
 // resolvers (SetDNS), and ChainDNS, jumped by new connections of both the
 // forwarded path (prerouting, after identify) and the router's own
 // (output, after identify and bound: a socket that asked for a WAN keeps
 // it), before the rules and policies (steer). For each WAN, TCP and UDP to
-// port 53 of an address in its set go to the WAN's chain while the WAN is
-// usable, and to ChainDNSDown while it is down.
+// port 53 of an address in its map go to the WAN's chain while the WAN is
+// usable, and to ChainDNSDown while it is down (the map's elements say
+// which).
 //
 // Why a dead WAN's resolvers fail at once rather than leave by another
 // WAN: a resolver answers its own ISP's customers only, so a query sent to
@@ -40,7 +41,7 @@ import (
 // Names of the DNS pinning objects (see names.go for the rest).
 const (
 	// ChainDNS pins DNS queries (TCP and UDP, port 53) to the WAN whose
-	// resolver they go to. Terminal: a switch replaces its rules.
+	// resolver they go to; a switch changes only its maps' elements.
 	ChainDNS = "dns"
 	// ChainDNSDown decides a query to the resolver of a WAN that is down:
 	// it gets the unreachable mark, on the packet and the connection (so
@@ -48,8 +49,9 @@ const (
 	ChainDNSDown = "dns_down"
 )
 
-// SetDNS names the set of a WAN's resolver addresses of one family (4 or
-// 6), e.g. SetDNS("isp1", 4) is "dns_isp1_4".
+// SetDNS names the verdict map of a WAN's resolver addresses of one family
+// (4 or 6), e.g. SetDNS("isp1", 4) is "dns_isp1_4": each address to the
+// WAN's chain, or to ChainDNSDown while the WAN is down.
 func SetDNS(wan string, family int) string {
 	return fmt.Sprintf("dns_%s_%d", config.NFTName(wan), family)
 }
@@ -178,21 +180,23 @@ func (p *planner) dnsTable(wans []*wanInfo, dp dnsPlan) ([]Set, []Chain) {
 			if f == v6 && !w.cfg.IPv6 {
 				continue
 			}
-			var els []Element
-			for _, a := range dp.byWAN[w.cfg.Name].addrs {
-				if f.has(a) && dp.owner[a] == w.cfg.Name {
-					els = append(els, Element{Key: a.String()})
-				}
-			}
-			name := SetDNS(w.cfg.Name, f.family())
-			sets = append(sets, Set{Name: name, Type: f.addrType(), Elements: els,
-				Comment: "resolvers of " + w.cfg.Name})
+			// The rule stays; only the elements' verdict follows the WAN's
+			// health, so a failover changes elements alone.
 			verdict := goTo(WANChain(w.cfg.Name))
 			if !w.usable(f) {
 				verdict = goTo(ChainDNSDown)
 			}
-			pins.Rules = append(pins.Rules, fmt.Sprintf("meta l4proto { tcp, udp } th dport 53 %s daddr @%s %s comment %q",
-				f.ip(), name, verdict, dnsComment+w.cfg.Name))
+			var els []Element
+			for _, a := range dp.byWAN[w.cfg.Name].addrs {
+				if f.has(a) && dp.owner[a] == w.cfg.Name {
+					els = append(els, Element{Key: a.String(), Value: verdict})
+				}
+			}
+			name := SetDNS(w.cfg.Name, f.family())
+			sets = append(sets, Set{Name: name, Type: f.addrType(), Map: "verdict", Elements: els,
+				Comment: "resolvers of " + w.cfg.Name})
+			pins.Rules = append(pins.Rules, fmt.Sprintf("meta l4proto { tcp, udp } th dport 53 %s daddr vmap @%s comment %q",
+				f.ip(), name, dnsComment+w.cfg.Name))
 		}
 	}
 	down := Chain{Name: ChainDNSDown, Comment: "a query to a resolver of a WAN that is down fails at once", Rules: []string{

@@ -42,9 +42,9 @@ const (
 	// destination on a WAN's own subnet, an IPv6 source in a prefix a WAN
 	// routes without NAT.
 	ChainIdentify = "identify"
-	// ChainBound maps the router's WAN addresses to their WANs (one
-	// anonymous verdict map per family); it is terminal, since the best
-	// WAN, whose address it lets through, changes at every failover.
+	// ChainBound maps the router's WAN addresses to their WANs (a verdict
+	// map per family, BoundMap, whose elements change at every failover:
+	// the best WAN's address is let through).
 	ChainBound = "bound"
 	// ChainGuard is the last line of defence against a tunnel carrying
 	// its own outer packets (filter hook postrouting): a packet to a
@@ -59,10 +59,20 @@ const (
 	// endpoints) to the first usable underlay, each a goto to that
 	// WAN's chain, or fails them when none is usable. Reached from
 	// ChainOutput after ChainIdentify, before ChainBound and ChainSteer;
-	// present only when some WAN has underlays. Terminal, like the
-	// policy chains: its verdicts change at every failover.
+	// present only when some WAN has underlays. Its rules look the
+	// verdict up in each tunnel's UnderlayMap, whose elements change at a
+	// failover.
 	ChainUnderlay = "underlay"
+	// ChainNoUnderlay fails an outer packet of a tunnel none of whose
+	// underlays is usable: it gets the unreachable mark and is accepted,
+	// to fail at routing rather than enter a tunnel or follow the main
+	// table.
+	ChainNoUnderlay = "no_underlay"
 )
+
+// UnderlayMap names a tunnel WAN's verdict map in ChainUnderlay (keyed by
+// family): its underlay's chain, or ChainNoUnderlay.
+func UnderlayMap(wan string) string { return "underlay_" + config.NFTName(wan) }
 
 // Named sets and maps.
 const (
@@ -150,6 +160,23 @@ func PolicyChain(policy string) string {
 	}
 	return policyChainPrefix + policy
 }
+
+// PolicyMap names the verdict map that holds a policy's current decision
+// for one family (4 or 6), e.g. PolicyMap("balanced", 4) is
+// "policy_balanced_4" and PolicyMap("wan:isp1", 4) is "pin_isp1_4". Maps
+// and chains live in separate nft namespaces; the suffix keeps the names
+// apart for people.
+func PolicyMap(policy string, family int) string {
+	return PolicyChain(policy) + "_" + strconv.Itoa(family)
+}
+
+// BoundMap names the verdict map of ChainBound for one family (4 or 6):
+// the router's WAN addresses to their WANs.
+func BoundMap(family int) string { return "bound_" + strconv.Itoa(family) }
+
+// LastResortChain names the chain that marks a packet of a policy without
+// a usable WAN for its last resort (unreachable, blackhole, main).
+func LastResortChain(kind string) string { return "last_resort_" + kind }
 
 // Suffixes of the match sets of a steering rule (RuleSet).
 const (

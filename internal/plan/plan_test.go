@@ -395,8 +395,17 @@ func bucketsOf(t *testing.T, d *Desired, policy string) []string {
 	if !strings.Contains(rule, "jhash ip saddr mod 1024 seed 0x6d77616e vmap") {
 		t.Fatalf("%s is not a source hash: %q", PolicyChain(policy), rule)
 	}
+	var els []Element
+	for _, s := range d.Table.Sets {
+		if s.Name == PolicyMap(policy, 4) {
+			els = s.Elements
+		}
+	}
+	if !strings.HasSuffix(rule, "vmap @"+PolicyMap(policy, 4)) {
+		t.Fatalf("%s does not look its decision up in %s: %q", PolicyChain(policy), PolicyMap(policy, 4), rule)
+	}
 	owner := make([]string, Buckets)
-	for _, e := range anonElements(rule[strings.Index(rule, "{"):]) {
+	for _, e := range els {
 		lo, hi, ok := strings.Cut(e.Key, "-")
 		if !ok {
 			hi = lo

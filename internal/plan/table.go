@@ -61,11 +61,18 @@ func (p *planner) table(wans []*wanInfo) Table {
 		t.Chains = append(t.Chains, *guard)
 	}
 	t.Chains = append(t.Chains, p.identifyChain())
-	t.Chains = append(t.Chains, p.underlayChains()...) // tunnels' outer traffic (underlay.go)
-	t.Chains = append(t.Chains, p.boundChain(wans))
+	underlaySets, underlay := p.underlayChains() // tunnels' outer traffic (underlay.go)
+	t.Sets = append(t.Sets, underlaySets...)
+	t.Chains = append(t.Chains, underlay...)
+	boundSets, bound := p.boundChain(wans)
+	t.Sets = append(t.Sets, boundSets...)
+	t.Chains = append(t.Chains, bound)
 	t.Chains = append(t.Chains, dnsChains...)
 	t.Chains = append(t.Chains, steer)
-	t.Chains = append(t.Chains, p.policyChains()...)
+	polSets, polChains := p.policyChains()
+	t.Sets = append(t.Sets, polSets...)
+	t.Chains = append(t.Chains, polChains...)
+	t.Chains = append(t.Chains, p.lastResortChains()...)
 	t.Chains = append(t.Chains, p.wanChains(wans)...)
 	return t
 }
@@ -303,12 +310,9 @@ func (p *planner) interfaceSets(wans []*wanInfo) interfaceSets {
 // An address two WANs share is the first one's. The v6 addresses of a WAN
 // without IPv6 of its own are left alone (accept), as in identify.
 //
-// The addresses are one anonymous map per family in a chain of its own:
-// the best WAN changes at every failover, and a chain whose rule decides
-// for every address it lists can take its new version ahead of the old one
-// (see Chain.Terminal), where a named map would have to delete elements,
-// which costs the kernel a grace period.
-func (p *planner) boundChain(wans []*wanInfo) Chain {
+// The addresses are a verdict map per family: the best WAN changes at
+// every failover, and only the map's elements change with it.
+func (p *planner) boundChain(wans []*wanInfo) ([]Set, Chain) {
 	d := p.d
 	var byAddr [2][]Element
 	seen := map[netip.Addr]bool{}
@@ -334,17 +338,17 @@ func (p *planner) boundChain(wans []*wanInfo) Chain {
 		}
 	}
 	c := Chain{Name: ChainBound, Terminal: true, Comment: "router socket bound to a WAN's address"}
+	var sets []Set
 	for _, f := range []fam{v4, v6} {
-		if len(byAddr[f]) == 0 {
+		if f == v6 && !d.IPv6 && len(byAddr[f]) == 0 {
 			continue
 		}
-		els := make([]string, len(byAddr[f]))
-		for i, e := range byAddr[f] {
-			els[i] = e.String()
-		}
-		c.Rules = append(c.Rules, "socket wildcard 0 "+f.ip()+" saddr vmap { "+strings.Join(els, ", ")+" }")
+		name := BoundMap(f.family())
+		sets = append(sets, Set{Name: name, Type: f.addrType(), Map: "verdict", Elements: byAddr[f],
+			Comment: "WAN addresses of the router's bound sockets (" + f.String() + ")"})
+		c.Rules = append(c.Rules, "socket wildcard 0 "+f.ip()+" saddr vmap @"+name)
 	}
-	return c
+	return sets, c
 }
 
 // steer decides the new connections identify left: the steering rules in
@@ -446,74 +450,164 @@ func split(ps []netip.Prefix) (v4, v6 []netip.Prefix) {
 }
 
 // policyChains are the chains of the policies, in config order (implicit
-// one-WAN policies last, as config appends them).
-func (p *planner) policyChains() []Chain {
+// one-WAN policies last, as config appends them), with the verdict maps
+// that hold their decisions.
+func (p *planner) policyChains() ([]Set, []Chain) {
 	d := p.d
-	var out []Chain
+	var sets []Set
+	var chains []Chain
 	for i, c := range d.Policies {
 		var c6 *PolicyChoice
 		if d.IPv6 {
 			c6 = &d.Policies6[i]
 		}
-		out = append(out, p.policyChain(c, c6))
+		s, ch := p.policyChain(c, c6)
+		sets = append(sets, s...)
+		chains = append(chains, ch)
 	}
-	return out
+	return sets, chains
 }
 
-// policyChain decides the new connections steered to one policy, by the
-// policy's current choice: one WAN, a weighted random or source-hashed
-// choice among several, or the last resort. IPv4 and IPv6 share the rule
-// when their choices agree, and get one each when they do not.
-func (p *planner) policyChain(c4 PolicyChoice, c6 *PolicyChoice) Chain {
+// policyChain decides the new connections steered to one policy. Its rule
+// never changes: it draws a number (numgen random, or a hash of the
+// source address for `sticky: source`) and looks it up in the policy's
+// verdict map, one per family, whose elements say where each number goes
+// now: the active WANs' chains by weight, or the last resort's chain. A
+// failover changes only elements, which the kernel adapter replaces
+// in-process in one netlink transaction (kernel.NFT.Apply).
+func (p *planner) policyChain(c4 PolicyChoice, c6 *PolicyChoice) ([]Set, Chain) {
 	// The comment must not depend on the decision: a chain's comment is
-	// part of its shape, and a switch must keep the shape (see
-	// kernel.NFT.Apply).
+	// part of its shape (see kernel.NFT.Apply).
 	ch := Chain{Name: PolicyChain(c4.Name), Terminal: true, Comment: "policy " + c4.Name + ", sticky " + c4.Sticky}
-	switch {
-	case c6 == nil:
-		// IPv4 only (steer is not reached by IPv6 packets).
-		ch.Rules = p.decision(c4, v4, "")
-	case c4.Sticky == "source" || c4.String() != c6.String():
-		// The families decide apart: each rule is terminal for its own.
-		ch.Rules = append(p.decision(c4, v4, "meta nfproto ipv4 "), p.decision(*c6, v6, "meta nfproto ipv6 ")...)
-	default:
-		ch.Rules = p.decision(c4, v4, "")
+	mod := p.draws(c4.Name, c4.Sticky)
+	choices := []PolicyChoice{c4}
+	fams := []fam{v4}
+	if c6 != nil {
+		choices, fams = append(choices, *c6), append(fams, v6)
 	}
-	return ch
-}
-
-// decision renders one family's choice for a policy: one WAN, a weighted
-// random or source-hashed choice among several, or the last resort. match
-// restricts the rules to a family ("meta nfproto ipv4 ") or is empty.
-func (p *planner) decision(c PolicyChoice, f fam, match string) []string {
-	d := p.d
-	switch {
-	case len(c.Active) == 1:
-		return []string{match + goTo(WANChain(c.Active[0].WAN))}
-	case len(c.Active) > 1 && c.Sticky == "source":
-		if match == "" {
+	var sets []Set
+	for i, c := range choices {
+		f := fams[i]
+		name := PolicyMap(c.Name, f.family())
+		match := ""
+		if c6 != nil || c.Sticky == "source" {
 			match = "meta nfproto " + f.String() + " "
 		}
-		return []string{match + "jhash " + f.ip() + " saddr " + bucketMap(c.Tier, c.Active)}
-	case len(c.Active) > 1:
-		var total int
-		var els []string
-		for _, s := range c.Active {
-			first := total
-			total += s.Weight
-			key := fmt.Sprint(first)
-			if s.Weight > 1 {
-				key = fmt.Sprintf("%d-%d", first, total-1)
-			}
-			els = append(els, key+" : "+goTo(WANChain(s.WAN)))
+		draw := fmt.Sprintf("numgen random mod %d", mod)
+		if c.Sticky == "source" {
+			draw = fmt.Sprintf("jhash %s saddr mod %d seed %#x", f.ip(), mod, hashSeed)
 		}
-		return []string{match + fmt.Sprintf("numgen random mod %d vmap { %s }", total, strings.Join(els, ", "))}
-	default:
-		mark := map[string]uint32{"unreachable": d.UnreachableMark, "blackhole": d.BlackholeMark, "main": d.MainMark}[c.LastResort]
-		// Only the packet is marked, not the connection: its next packet
-		// is classified again and finds a WAN as soon as one is back.
-		return []string{match + fmt.Sprintf("meta mark set meta mark and %s or %s return", hex(^d.Mask), hex(mark))}
+		ch.Rules = append(ch.Rules, match+draw+" vmap @"+name)
+		sets = append(sets, Set{Name: name, TypeOf: fmt.Sprintf("numgen random mod %d", mod), Map: "verdict",
+			Flags: []string{"interval"}, Elements: p.decision(c, mod), Comment: "policy " + c.Name + " " + f.String()})
 	}
+	return sets, ch
+}
+
+// maxDraws bounds the numbers a policy draws from. Weights whose shares
+// cannot be cut exactly from this many are cut to within 1/65536.
+const maxDraws = 1 << 16
+
+// draws is how many numbers a policy's rule draws from: a number every
+// active subset of every tier divides into exactly by weight (the least
+// common multiple of their weight sums), so that the rule stays the same
+// whichever members are up; Buckets for `sticky: source`.
+func (p *planner) draws(policy, sticky string) int {
+	if sticky == "source" {
+		return Buckets
+	}
+	pol, ok := p.cfg.PolicyByName(policy)
+	if !ok {
+		return 1
+	}
+	m := 1
+	tiers := map[int][]int{}
+	for _, mb := range pol.Members {
+		tiers[mb.Tier] = append(tiers[mb.Tier], mb.Weight)
+	}
+	for _, ws := range tiers {
+		if len(ws) > 16 {
+			return maxDraws
+		}
+		for subset := 1; subset < 1<<len(ws); subset++ {
+			sum := 0
+			for i, w := range ws {
+				if subset&(1<<i) != 0 {
+					sum += w
+				}
+			}
+			m = m / gcd(m, sum) * sum
+			if m > maxDraws {
+				return maxDraws
+			}
+		}
+	}
+	return m
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// decision is the elements of one family's decision map for a policy: the
+// numbers 0..mod-1 cut by weight among the active WANs (for `sticky:
+// source`, by bucketMap, so hosts stay put), or all of them to the last
+// resort.
+func (p *planner) decision(c PolicyChoice, mod int) []Element {
+	switch {
+	case len(c.Active) == 0:
+		return []Element{{Key: numRange(0, mod-1), Value: goTo(LastResortChain(c.LastResort))}}
+	case len(c.Active) > 1 && c.Sticky == "source":
+		return bucketMap(c.Tier, c.Active)
+	}
+	total := 0
+	for _, s := range c.Active {
+		total += s.Weight
+	}
+	var els []Element
+	cum := 0
+	for _, s := range c.Active {
+		lo := cum * mod / total
+		cum += s.Weight
+		hi := cum*mod/total - 1
+		if hi >= lo {
+			els = append(els, Element{Key: numRange(lo, hi), Value: goTo(WANChain(s.WAN))})
+		}
+	}
+	return els
+}
+
+// numRange is an interval map key: "3" or "3-7".
+func numRange(lo, hi int) string {
+	if lo == hi {
+		return fmt.Sprint(lo)
+	}
+	return fmt.Sprintf("%d-%d", lo, hi)
+}
+
+// lastResortChains mark the packets of a policy with no usable WAN for the
+// ip rule of its last resort, one chain per last resort some policy names.
+// Only the packet is marked, not the connection: its next packet is
+// classified again and finds a WAN as soon as one is back. The chain is
+// reached by goto: at its end the packet goes back to the base chain.
+func (p *planner) lastResortChains() []Chain {
+	d := p.d
+	var out []Chain
+	for _, kind := range []string{"unreachable", "blackhole", "main"} {
+		if !slices.ContainsFunc(d.Policies, func(c PolicyChoice) bool {
+			pol, ok := p.cfg.PolicyByName(c.Name)
+			return ok && pol.LastResort == kind
+		}) {
+			continue
+		}
+		mark := map[string]uint32{"unreachable": d.UnreachableMark, "blackhole": d.BlackholeMark, "main": d.MainMark}[kind]
+		out = append(out, Chain{Name: LastResortChain(kind), Comment: "policy without a usable WAN: last resort " + kind,
+			Rules: []string{fmt.Sprintf("meta mark set meta mark and %s or %s", hex(^d.Mask), hex(mark))}})
+	}
+	return out
 }
 
 // Buckets is how many hash buckets `sticky: source` spreads source
@@ -531,7 +625,7 @@ const hashSeed = 0x6d77616e // "mwan"
 // hands the ranges of members that are not active to the active ones, again
 // by weight. A host on a surviving WAN thus keeps it when another member
 // goes down or comes back; only the dead member's hosts move.
-func bucketMap(tier, active []Share) string {
+func bucketMap(tier, active []Share) []Element {
 	isActive := map[string]bool{}
 	activeTotal := 0
 	for _, s := range active {
@@ -565,20 +659,16 @@ func bucketMap(tier, active []Share) string {
 			}
 		}
 	}
-	var els []string
+	var els []Element
 	for start := 0; start < Buckets; {
 		end := start
 		for end+1 < Buckets && owner[end+1] == owner[start] {
 			end++
 		}
-		key := fmt.Sprint(start)
-		if end > start {
-			key = fmt.Sprintf("%d-%d", start, end)
-		}
-		els = append(els, key+" : "+goTo(WANChain(owner[start])))
+		els = append(els, Element{Key: numRange(start, end), Value: goTo(WANChain(owner[start]))})
 		start = end + 1
 	}
-	return fmt.Sprintf("mod %d seed %#x vmap { %s }", Buckets, hashSeed, strings.Join(els, ", "))
+	return els
 }
 
 // wanChains are the two chains of each WAN, in config order, which every

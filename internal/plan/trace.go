@@ -299,7 +299,7 @@ func (t *tracer) rule(text, origin, chain string, st traceState, depth int) (con
 		case toks[0] == "masquerade":
 			return []traceState{st}, nil
 		case toks[0] == "numgen" || toks[0] == "jhash":
-			// numgen random mod N vmap {...} / jhash ip saddr mod N vmap {...}
+			// numgen random mod N vmap @map / jhash ip saddr mod N seed S vmap @map
 			i := slices.Index(toks, "mod")
 			mod, _ := strconv.Atoi(toks[i+1])
 			v := slices.Index(toks, "vmap")
@@ -469,7 +469,11 @@ func elementMatches(key, val string) bool {
 // branch follows every element of a random or hashed verdict map, each with
 // its probability.
 func (t *tracer) branch(ref, origin, chain string, mod int, st traceState, depth int) (cont, ret []traceState) {
-	for _, e := range anonElements(ref) {
+	els := anonElements(ref)
+	if name, ok := strings.CutPrefix(ref, "@"); ok {
+		els = t.set(name).Elements
+	}
+	for _, e := range els {
 		lo, hi, ok := strings.Cut(e.Key, "-")
 		if !ok {
 			hi = lo

@@ -238,24 +238,33 @@ func (p *planner) underlayRules(rules []string, ctNew string) []string {
 
 // underlayChains builds ChainUnderlay: per tunnel, in config order, a rule
 // per way of recognising its outer packets (marks, listen port,
-// endpoints), each going to the chosen underlay's chain, or failing the
-// packet when none is usable. None when no WAN has underlays.
-func (p *planner) underlayChains() []Chain {
+// endpoints), each looking up the tunnel's verdict map (UnderlayMap),
+// whose elements send it to the chosen underlay's chain, or to
+// ChainNoUnderlay, which fails the packet, when none is usable. The map is
+// keyed by the packet's family, a key every packet has, so that the rules
+// never change: an underlay's failover changes elements only. None when
+// no WAN has underlays.
+func (p *planner) underlayChains() ([]Set, []Chain) {
 	if len(p.d.Overlays) == 0 {
-		return nil
+		return nil, nil
 	}
 	d := p.d
 	c := Chain{Name: ChainUnderlay, Terminal: true, Comment: "outer traffic of tunnels, pinned to their underlay"}
+	var sets []Set
 	for _, o := range d.Overlays {
 		if o.LeftAlone != 0 {
 			continue // its packets never get here; not pinned by port or endpoint either
 		}
-		verdict := goTo(WANChain(o.Underlay))
-		comment := fmt.Sprintf("comment %q", "tunnel "+o.WAN)
+		to := goTo(WANChain(o.Underlay))
 		if o.Underlay == "" {
-			verdict = fmt.Sprintf("meta mark set meta mark and %s or %s accept", hex(^d.Mask), hex(d.UnreachableMark))
-			comment = fmt.Sprintf("comment %q", "tunnel "+o.WAN+": no usable underlay")
+			to = goTo(ChainNoUnderlay)
 		}
+		name := UnderlayMap(o.WAN)
+		sets = append(sets, Set{Name: name, TypeOf: "meta nfproto", Map: "verdict",
+			Elements: []Element{{Key: "ipv4", Value: to}, {Key: "ipv6", Value: to}},
+			Comment:  "underlay of " + o.WAN})
+		verdict := "meta nfproto vmap @" + name
+		comment := fmt.Sprintf("comment %q", "tunnel "+o.WAN)
 		for _, m := range o.Marks {
 			c.Rules = append(c.Rules, fmt.Sprintf("meta mark and %s == %s %s %s", hex(^d.Mask), hex(m), verdict, comment))
 		}
@@ -274,7 +283,9 @@ func (p *planner) underlayChains() []Chain {
 			c.Rules = append(c.Rules, match+" "+verdict+" "+comment)
 		}
 	}
-	return []Chain{c}
+	none := Chain{Name: ChainNoUnderlay, Comment: "outer packet of a tunnel without a usable underlay: fails at routing",
+		Rules: []string{fmt.Sprintf("meta mark set meta mark and %s or %s accept", hex(^d.Mask), hex(d.UnreachableMark))}}
+	return sets, []Chain{c, none}
 }
 
 // guardLearned adds to the loop guard the endpoints learned from the
@@ -377,6 +388,10 @@ func tunnelWhy(steps []Step) (string, bool) {
 		return "", false
 	}
 	s := steps[len(steps)-1]
+	if s.Chain == ChainNoUnderlay && len(steps) > 1 {
+		s = steps[len(steps)-2]
+		s.To = "accept"
+	}
 	i := strings.Index(s.Rule, `comment "`)
 	if i < 0 {
 		return "", false
