@@ -8,9 +8,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
-	gnft "github.com/google/nftables"
-	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/multiwan/multiwan/internal/plan"
 )
@@ -20,12 +22,18 @@ import (
 // decision that follows health in map elements: policies, bound sockets,
 // DNS pinning, underlays). Such a change is written in-process over
 // netlink, each changed map flushed and refilled, all in one nf_tables
-// transaction: no nft process to start, no ruleset to read and parse
-// first. Everything else (start, reload, repair, a change of shape) takes
-// the nft path, whose input is the text `multiwan plan` prints.
+// batch (one transaction): no nft process to start, no ruleset to read
+// and parse first. Everything else (start, reload, repair, a change of
+// shape) takes the nft path, whose input is the text `multiwan plan`
+// prints.
 //
-// Only the key types those maps use are encoded here; any other change
-// takes the nft path, which is never wrong, only slower.
+// Only the key types those maps use are encoded here (addresses, drawn
+// numbers, families, and verdicts); any other change takes the nft path,
+// which is never wrong, only slower. The messages are built with
+// netlink.AttributeEncoder and sent with plain system calls on one
+// lasting socket: through a netlink.Conn (as github.com/google/nftables
+// sends them) every acknowledgement costs ~100 µs of goroutine hand-offs,
+// several times the kernel's own work for a switch.
 
 // errNotEncodable says a set's elements are of a kind the fast path does
 // not write; the nft path does.
@@ -33,15 +41,24 @@ var errNotEncodable = errors.New("not encodable in-process")
 
 // elementChange is one map's new content, ready for netlink.
 type elementChange struct {
-	set      *gnft.Set
-	elements []gnft.SetElement
+	set      string
+	elements []element
+}
+
+// element is one encoded element: its key, whether it ends an interval,
+// and its verdict (none for an interval's end).
+type element struct {
+	key      []byte
+	end      bool
+	verdict  int32 // NF_ACCEPT, NF_DROP, NFT_GOTO, ...
+	chain    string
+	noVerdict bool
 }
 
 // elementChanges encodes the sets of to whose elements differ from from's,
 // which must have the same shape (sameShape). It fails with
 // errNotEncodable when one of them cannot be written in-process.
-func elementChanges(table string, from, to *plan.Table) ([]elementChange, error) {
-	tab := &gnft.Table{Name: table, Family: gnft.TableFamilyINet}
+func elementChanges(from, to *plan.Table) ([]elementChange, error) {
 	var out []elementChange
 	for i, s := range to.Sets {
 		if slices.Equal(from.Sets[i].Elements, s.Elements) {
@@ -51,27 +68,25 @@ func elementChanges(table string, from, to *plan.Table) ([]elementChange, error)
 		if err != nil {
 			return nil, fmt.Errorf("set %s: %w", s.Name, err)
 		}
-		out = append(out, elementChange{
-			set:      &gnft.Set{Table: tab, Name: s.Name, IsMap: s.Map != "", Interval: slices.Contains(s.Flags, "interval")},
-			elements: els,
-		})
+		out = append(out, elementChange{set: s.Name, elements: els})
 	}
 	return out, nil
 }
 
 // encodeElements encodes the elements of a verdict map keyed by an
 // address, by a drawn number (intervals: numgen, jhash) or by the family.
-func encodeElements(s plan.Set) ([]gnft.SetElement, error) {
+func encodeElements(s plan.Set) ([]element, error) {
 	if s.Map != "verdict" {
 		return nil, errNotEncodable
 	}
 	interval := slices.Contains(s.Flags, "interval")
-	var out []gnft.SetElement
+	var out []element
 	for _, e := range s.Elements {
-		v, err := verdict(e.Value)
+		code, chain, err := verdict(e.Value)
 		if err != nil {
 			return nil, err
 		}
+		el := element{verdict: code, chain: chain}
 		switch {
 		case strings.HasPrefix(s.TypeOf, "numgen ") && interval:
 			// Interval keys are stored big-endian, each range as its
@@ -81,22 +96,24 @@ func encodeElements(s plan.Set) ([]gnft.SetElement, error) {
 			if err != nil {
 				return nil, err
 			}
-			out = append(out,
-				gnft.SetElement{Key: binary.BigEndian.AppendUint32(nil, lo), VerdictData: v},
-				gnft.SetElement{Key: binary.BigEndian.AppendUint32(nil, hi+1), IntervalEnd: true})
+			el.key = binary.BigEndian.AppendUint32(nil, lo)
+			out = append(out, el,
+				element{key: binary.BigEndian.AppendUint32(nil, hi+1), end: true, noVerdict: true})
 		case s.TypeOf == "meta nfproto" && !interval:
-			proto := map[string]byte{"ipv4": 2, "ipv6": 10}
+			proto := map[string]byte{"ipv4": unix.NFPROTO_IPV4, "ipv6": unix.NFPROTO_IPV6}
 			b, ok := proto[e.Key]
 			if !ok {
 				return nil, fmt.Errorf("family %q: %w", e.Key, errNotEncodable)
 			}
-			out = append(out, gnft.SetElement{Key: []byte{b}, VerdictData: v})
+			el.key = []byte{b}
+			out = append(out, el)
 		case (s.Type == "ipv4_addr" || s.Type == "ipv6_addr") && !interval:
 			a, err := netip.ParseAddr(e.Key)
 			if err != nil || a.Is4() != (s.Type == "ipv4_addr") {
 				return nil, fmt.Errorf("address %q: %w", e.Key, errNotEncodable)
 			}
-			out = append(out, gnft.SetElement{Key: a.AsSlice(), VerdictData: v})
+			el.key = a.AsSlice()
+			out = append(out, el)
 		default:
 			return nil, errNotEncodable
 		}
@@ -119,55 +136,208 @@ func numRange(key string) (lo, hi uint32, err error) {
 }
 
 // verdict parses a map element's value.
-func verdict(v string) (*expr.Verdict, error) {
+func verdict(v string) (code int32, chain string, err error) {
 	word, chain, _ := strings.Cut(v, " ")
-	kinds := map[string]expr.VerdictKind{
-		"goto": expr.VerdictGoto, "jump": expr.VerdictJump,
-		"return": expr.VerdictReturn, "accept": expr.VerdictAccept, "drop": expr.VerdictDrop,
+	// NF_DROP and NF_ACCEPT (linux/netfilter.h) are 0 and 1.
+	codes := map[string]int32{
+		"goto": unix.NFT_GOTO, "jump": unix.NFT_JUMP,
+		"return": unix.NFT_RETURN, "accept": 1, "drop": 0,
 	}
-	kind, ok := kinds[word]
+	code, ok := codes[word]
 	if !ok || (chain == "") != (word != "goto" && word != "jump") {
-		return nil, fmt.Errorf("verdict %q: %w", v, errNotEncodable)
+		return 0, "", fmt.Errorf("verdict %q: %w", v, errNotEncodable)
 	}
-	return &expr.Verdict{Kind: kind, Chain: chain}, nil
+	return code, chain, nil
 }
 
-// elementWriter writes element changes over one lasting netlink socket
-// (opened on first use, and anew after a failure). Not safe for concurrent
-// use; its owner is the goroutine that applies.
+// elementWriter writes element changes of one table over a lasting
+// netfilter netlink socket (opened on first use, and anew after a
+// failure). Not safe for concurrent use; its owner is the goroutine that
+// applies.
 type elementWriter struct {
-	conn *gnft.Conn
+	table string
+	sock  nfSocket
 }
 
 // write replaces the elements of every changed map in one nf_tables
-// transaction: all of them change, or none.
+// batch: all of them change, or none.
 func (w *elementWriter) write(changes []elementChange) error {
-	if w.conn == nil {
-		conn, err := gnft.New(gnft.AsLasting())
-		if err != nil {
-			return err
-		}
-		w.conn = conn
-	}
-	err := w.batch(changes)
+	msgs, err := w.batch(changes)
 	if err != nil {
-		// Whatever the socket holds (an unsent batch, unread answers)
-		// must not reach the next transaction.
-		_ = w.conn.CloseLasting()
-		w.conn = nil
+		return err
 	}
-	return err
+	if err := w.sock.transact(msgs); err != nil {
+		w.sock.close()
+		return err
+	}
+	return nil
 }
 
-func (w *elementWriter) batch(changes []elementChange) error {
+// batch builds the batch: for each map a flush (DELSETELEM without
+// elements) and its new elements, between BATCH_BEGIN and BATCH_END.
+func (w *elementWriter) batch(changes []elementChange) ([]netlink.Message, error) {
+	nft := func(typ uint16, flags netlink.HeaderFlags, attrs []byte) netlink.Message {
+		return netlink.Message{
+			Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | typ), Flags: flags},
+			Data:   append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
+		}
+	}
+	// BATCH_BEGIN and BATCH_END carry the subsystem (big-endian) in
+	// their nfgenmsg.
+	edge := func(typ uint16) netlink.Message {
+		return netlink.Message{
+			Header: netlink.Header{Type: netlink.HeaderType(typ), Flags: netlink.Request},
+			Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES},
+		}
+	}
+	msgs := []netlink.Message{edge(unix.NFNL_MSG_BATCH_BEGIN)}
 	for _, c := range changes {
-		w.conn.FlushSet(c.set)
+		ae := netlink.NewAttributeEncoder()
+		ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, w.table)
+		ae.String(unix.NFTA_SET_ELEM_LIST_SET, c.set)
+		attrs, err := ae.Encode()
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, nft(unix.NFT_MSG_DELSETELEM, netlink.Request|netlink.Acknowledge, attrs))
 		if len(c.elements) == 0 {
 			continue
 		}
-		if err := w.conn.SetAddElements(c.set, c.elements); err != nil {
+		ae = netlink.NewAttributeEncoder()
+		ae.ByteOrder = binary.BigEndian // nf_tables integers are big-endian
+		ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, w.table)
+		ae.String(unix.NFTA_SET_ELEM_LIST_SET, c.set)
+		ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(list *netlink.AttributeEncoder) error {
+			for _, e := range c.elements {
+				list.Nested(unix.NFTA_LIST_ELEM, func(el *netlink.AttributeEncoder) error {
+					el.Nested(unix.NFTA_SET_ELEM_KEY, func(k *netlink.AttributeEncoder) error {
+						k.Bytes(unix.NFTA_DATA_VALUE, e.key)
+						return nil
+					})
+					if e.end {
+						el.Uint32(unix.NFTA_SET_ELEM_FLAGS, unix.NFT_SET_ELEM_INTERVAL_END)
+					}
+					if !e.noVerdict {
+						el.Nested(unix.NFTA_SET_ELEM_DATA, func(d *netlink.AttributeEncoder) error {
+							d.Nested(unix.NFTA_DATA_VERDICT, func(v *netlink.AttributeEncoder) error {
+								v.Int32(unix.NFTA_VERDICT_CODE, e.verdict)
+								if e.chain != "" {
+									v.String(unix.NFTA_VERDICT_CHAIN, e.chain)
+								}
+								return nil
+							})
+							return nil
+						})
+					}
+					return nil
+				})
+			}
+			return nil
+		})
+		attrs, err = ae.Encode()
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, nft(unix.NFT_MSG_NEWSETELEM, netlink.Request|netlink.Acknowledge|netlink.Create, attrs))
+	}
+	return append(msgs, edge(unix.NFNL_MSG_BATCH_END)), nil
+}
+
+// nfSocket is a netfilter netlink socket used with plain system calls:
+// one send of a whole batch, then the acknowledgements, each receive
+// bounded by nfTimeout.
+type nfSocket struct {
+	fd  int
+	ok  bool // fd is open
+	seq uint32
+	buf []byte
+}
+
+// nfTimeout bounds a receive: the kernel answers within the send, so a
+// longer wait means something is badly wrong.
+const nfTimeout = 2 * time.Second
+
+func (s *nfSocket) open() error {
+	if s.ok {
+		return nil
+	}
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return fmt.Errorf("open a netfilter netlink socket: %w", err)
+	}
+	tv := unix.NsecToTimeval(nfTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	s.fd, s.ok = fd, true
+	if s.buf == nil {
+		s.buf = make([]byte, 64<<10)
+	}
+	return nil
+}
+
+// close closes the socket, if open: whatever it still holds (answers of
+// a failed exchange) must not meet the next one.
+func (s *nfSocket) close() {
+	if s.ok {
+		unix.Close(s.fd)
+		s.ok = false
+	}
+}
+
+// transact sends msgs in one sendto, numbering them, and reads until
+// every message that asked for an acknowledgement got its answer. It
+// returns the first error the kernel reported (the batch is then not
+// committed: nf_tables applies all of it or nothing).
+func (s *nfSocket) transact(msgs []netlink.Message) error {
+	if err := s.open(); err != nil {
+		return err
+	}
+	var out []byte
+	waiting := map[uint32]bool{}
+	for i := range msgs {
+		s.seq++
+		msgs[i].Header.Sequence = s.seq
+		msgs[i].Header.Length = uint32(unix.NLMSG_HDRLEN + len(msgs[i].Data)) // the data is 4-aligned
+		b, err := msgs[i].MarshalBinary()
+		if err != nil {
 			return err
 		}
+		out = append(out, b...)
+		if msgs[i].Header.Flags&netlink.Acknowledge != 0 {
+			waiting[s.seq] = true
+		}
 	}
-	return w.conn.Flush()
+	if err := unix.Sendto(s.fd, out, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	var first error
+	for len(waiting) > 0 {
+		n, _, err := unix.Recvfrom(s.fd, s.buf, 0)
+		if err != nil {
+			return errors.Join(first, fmt.Errorf("receive: %w", err))
+		}
+		answers, err := syscall.ParseNetlinkMessage(s.buf[:n])
+		if err != nil {
+			return errors.Join(first, err)
+		}
+		for _, m := range answers {
+			if !waiting[m.Header.Seq] {
+				continue
+			}
+			delete(waiting, m.Header.Seq)
+			if m.Header.Type != unix.NLMSG_ERROR || len(m.Data) < 4 {
+				continue
+			}
+			if errno := int32(binary.NativeEndian.Uint32(m.Data)); errno < 0 && first == nil {
+				first = unix.Errno(-errno)
+			}
+		}
+	}
+	return first
 }

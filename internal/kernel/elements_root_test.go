@@ -106,3 +106,50 @@ func listTable(t *testing.T) string {
 		return "elements = { " + strings.Join(els, ", ") + " }"
 	})
 }
+
+// TestRootFastPathFallsBack: when the kernel refuses the in-process
+// transaction (here: the table was deleted behind the adapter's back),
+// nothing of it is applied and the table is installed whole through nft
+// in the same Apply.
+func TestRootFastPathFallsBack(t *testing.T) {
+	nstest.Enter(t)
+	cfg, err := config.Load("../../examples/seed000-dual-wan-failover.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := plan.Links{}
+	health := plan.Health{}
+	for i, w := range cfg.WANs {
+		addr := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i + 1), 2}), 24)
+		links[w.Name] = plan.Link{Exists: true, Up: true, Addrs: []netip.Prefix{addr}}
+		health[w.Name] = plan.StateUp
+	}
+	ctx := context.Background()
+	n, err := NewNFT(plan.TableName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Apply(ctx, &plan.Plan(cfg, health, links, "").Table); err != nil {
+		t.Fatal(err)
+	}
+	use := plan.Plan(cfg, health, links, cfg.WANs[1].Name)
+	if err := n.Apply(ctx, &use.Table); err != nil || n.Via() != "netlink" {
+		t.Fatalf("a switch: %v, via %q", err, n.Via())
+	}
+	run(t, "nft", "delete", "table", "inet", plan.TableName)
+	back := plan.Plan(cfg, health, links, "")
+	if err := n.Apply(ctx, &back.Table); err != nil {
+		t.Fatalf("apply after the table was deleted: %v", err)
+	}
+	if n.Via() != "nft" {
+		t.Errorf("via %q, want nft (the in-process write must have failed)", n.Via())
+	}
+	got := listTable(t)
+	full, _ := NewNFT(plan.TableName)
+	if err := full.Apply(ctx, &back.Table); err != nil {
+		t.Fatal(err)
+	}
+	if want := listTable(t); got != want {
+		t.Fatalf("after the fallback:\n%s\nwant\n%s", got, want)
+	}
+}

@@ -67,7 +67,7 @@ func NewNFT(table string) (*NFT, error) {
 	}
 	n := NewNFTFromInterface(nft, table)
 	n.generation = (&generationReader{}).read
-	n.writeElements = (&elementWriter{}).write
+	n.writeElements = (&elementWriter{table: table}).write
 	return n, nil
 }
 
@@ -97,7 +97,7 @@ func (n *NFT) Apply(ctx context.Context, t *plan.Table) error {
 	var err error
 	n.via = ""
 	if n.last != nil && n.writeElements != nil && sameShape(n.last, t) && sameRules(n.last, t) {
-		changes, err := elementChanges(n.table, n.last, t)
+		changes, err := elementChanges(n.last, t)
 		if err == nil && len(changes) == 0 {
 			return nil
 		}
