@@ -48,10 +48,10 @@ type elementChange struct {
 // element is one encoded element: its key, whether it ends an interval,
 // and its verdict (none for an interval's end).
 type element struct {
-	key      []byte
-	end      bool
-	verdict  int32 // NF_ACCEPT, NF_DROP, NFT_GOTO, ...
-	chain    string
+	key       []byte
+	end       bool
+	verdict   int32 // NF_ACCEPT, NF_DROP, NFT_GOTO, ...
+	chain     string
 	noVerdict bool
 }
 

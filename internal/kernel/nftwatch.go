@@ -705,4 +705,3 @@ func (g *generationReader) ask() (uint32, error) {
 	}
 	return 0, errors.New("no answer to the generation request")
 }
-
