@@ -116,8 +116,12 @@ func (k *Kernel) Apply(ctx context.Context, d *plan.Desired, log *slog.Logger) e
 	}
 	if k.lastRules == nil || !slices.Equal(k.lastRules, d.Rules) {
 		var err error
+		if k.lastRules != nil {
+			rulesAdded, rulesDeleted, err = k.ApplyRuleChanges(k.lastRules, d.Rules)
+		} else {
+			rulesAdded, rulesDeleted, err = k.ApplyRules(d.Rules)
+		}
 		k.lastRules = nil
-		rulesAdded, rulesDeleted, err = k.ApplyRules(d.Rules)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("rules: %w", err))
 		} else {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -96,6 +97,50 @@ func (Routing) ApplyRules(desired []plan.Rule) (added, deleted int, err error) {
 	}
 	n, err := deleteRules(del)
 	return added, n, errors.Join(append(errs, err)...)
+}
+
+// ApplyRuleChanges turns the rules from, which the kernel is known to
+// hold, into to without reading the kernel's rules first: it adds what to
+// has more and deletes what it has less, in that order. A switch moves one
+// rule (the router's own sockets follow the best WAN), and two rule dumps
+// would cost more than the move. A rule already present, or already gone,
+// meets the goal; anything else someone changed behind multiwan's back is
+// found by the next full ApplyRules (a repair, or the periodic recheck).
+func (Routing) ApplyRuleChanges(from, to []plan.Rule) (added, deleted int, err error) {
+	want, err := ruleKeys(to)
+	if err != nil {
+		return 0, 0, err
+	}
+	have, err := ruleKeys(from)
+	if err != nil {
+		return 0, 0, err
+	}
+	var errs []error
+	for _, k := range want {
+		if slices.Contains(have, k) {
+			continue
+		}
+		switch err := netlink.RuleAdd(k.netlink()); {
+		case err == nil:
+			added++
+		case errors.Is(err, unix.EEXIST):
+		default:
+			errs = append(errs, fmt.Errorf("add %s: %w", k, err))
+		}
+	}
+	for _, k := range have {
+		if slices.Contains(want, k) {
+			continue
+		}
+		switch err := netlink.RuleDel(k.netlink()); {
+		case err == nil:
+			deleted++
+		case errors.Is(err, unix.ENOENT):
+		default:
+			errs = append(errs, fmt.Errorf("delete %s: %w", k, err))
+		}
+	}
+	return added, deleted, errors.Join(errs...)
 }
 
 // RemoveAll deletes every rule and route that is ours, in both families
