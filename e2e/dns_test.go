@@ -123,11 +123,17 @@ func (lk *lookups) halt() {
 	}
 }
 
-// lost is how many queries got no answer, among those whose dig ended
-// (answered, timed out or failed) between from and to.
-func (lk *lookups) lost(from, to time.Time) int {
+// lookupEnd is one query's end: when its dig ended, and whether it got
+// the lab's answer.
+type lookupEnd struct {
+	at       time.Time
+	answered bool
+}
+
+// ends reads the client's output.
+func (lk *lookups) ends() []lookupEnd {
 	data, _ := os.ReadFile(lk.out)
-	n := 0
+	var out []lookupEnd
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 3 || f[0] != "lookup" {
@@ -137,8 +143,17 @@ func (lk *lookups) lost(from, to time.Time) int {
 		if err != nil {
 			continue
 		}
-		at := time.Unix(0, int64(secs*1e9))
-		if (len(f) < 4 || f[3] != lab.ServiceAddr) && !at.Before(from) && !at.After(to) {
+		out = append(out, lookupEnd{time.Unix(0, int64(secs*1e9)), len(f) >= 4 && f[3] == lab.ServiceAddr})
+	}
+	return out
+}
+
+// lost is how many queries got no answer, among those whose dig ended
+// (answered, timed out or failed) between from and to.
+func (lk *lookups) lost(from, to time.Time) int {
+	n := 0
+	for _, e := range lk.ends() {
+		if !e.answered && !e.at.Before(from) && !e.at.After(to) {
 			n++
 		}
 	}
@@ -148,18 +163,9 @@ func (lk *lookups) lost(from, to time.Time) int {
 // results reads the client's output: the times of the answers (in
 // order) and how many queries got none.
 func (lk *lookups) results() (answers []time.Time, failed int) {
-	data, _ := os.ReadFile(lk.out)
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 3 || f[0] != "lookup" {
-			continue
-		}
-		secs, err := strconv.ParseFloat(f[2], 64)
-		if err != nil {
-			continue
-		}
-		if len(f) >= 4 && f[3] == lab.ServiceAddr {
-			answers = append(answers, time.Unix(0, int64(secs*1e9)))
+	for _, e := range lk.ends() {
+		if e.answered {
+			answers = append(answers, e.at)
 		} else {
 			failed++
 		}

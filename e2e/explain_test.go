@@ -227,18 +227,7 @@ var exExamples = []exExample{
 		opts: lab.Options{ISPs: 3},
 		wans: []string{"starlink1", "starlink2", "starlink3", "wg1", "wg2", "wg3"},
 		repl: func(t *testing.T, l *lab.Lab) []string {
-			vps, err := l.AddVPS()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var tunnels []*lab.Tunnel
-			for k := 1; k <= 3; k++ {
-				tun, err := vps.AddTunnel(k)
-				if err != nil {
-					t.Fatal(err)
-				}
-				tunnels = append(tunnels, tun)
-			}
+			_, tunnels := addTunnels(t, l)
 			return seed004Repl(tunnels)
 		},
 		cutAs: []string{"starlink1", "wg1"},

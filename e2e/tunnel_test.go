@@ -37,11 +37,9 @@ import (
 	"github.com/multiwan/multiwan/internal/lab"
 )
 
-// seed004Lab builds the lab of seed 004: three ISPs, the VPS and its three
-// tunnels.
-func seed004Lab(t *testing.T) (*lab.Lab, *lab.VPS, []*lab.Tunnel) {
+// addTunnels adds the VPS and its three tunnels, tunnel k riding ISP k.
+func addTunnels(t *testing.T, l *lab.Lab) (*lab.VPS, []*lab.Tunnel) {
 	t.Helper()
-	l := newLab(t, 3)
 	vps, err := l.AddVPS()
 	if err != nil {
 		t.Fatal(err)
@@ -54,6 +52,15 @@ func seed004Lab(t *testing.T) (*lab.Lab, *lab.VPS, []*lab.Tunnel) {
 		}
 		tunnels = append(tunnels, tun)
 	}
+	return vps, tunnels
+}
+
+// seed004Lab builds the lab of seed 004: three ISPs, the VPS and its three
+// tunnels.
+func seed004Lab(t *testing.T) (*lab.Lab, *lab.VPS, []*lab.Tunnel) {
+	t.Helper()
+	l := newLab(t, 3)
+	vps, tunnels := addTunnels(t, l)
 	return l, vps, tunnels
 }
 

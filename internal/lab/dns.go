@@ -2,7 +2,6 @@ package lab
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -216,26 +215,7 @@ func (l *Lab) DNSQueriesSeen(k int, resolver string) (uint64, error) {
 	if !slices.Contains(l.dnsTargets(), resolver) {
 		return 0, fmt.Errorf("lab: %s is not one of the lab's resolvers", resolver)
 	}
-	out, err := l.nsRun(ISPNS(k), nil, "nft", "-j", "list", "counter", "ip", "ispdns", dnsCounter(resolver))
-	if err != nil {
-		return 0, err
-	}
-	var doc struct {
-		Nftables []struct {
-			Counter *struct {
-				Packets uint64 `json:"packets"`
-			} `json:"counter"`
-		} `json:"nftables"`
-	}
-	if err := json.Unmarshal(out, &doc); err != nil {
-		return 0, fmt.Errorf("lab: nft -j list counter: %w", err)
-	}
-	for _, o := range doc.Nftables {
-		if o.Counter != nil {
-			return o.Counter.Packets, nil
-		}
-	}
-	return 0, fmt.Errorf("lab: no counter %s in %s", dnsCounter(resolver), ISPNS(k))
+	return l.counter(ISPNS(k), "ispdns", dnsCounter(resolver))
 }
 
 // Lookup asks server for the A record of name with dig, from namespace

@@ -227,7 +227,12 @@ func (l *Lab) OuterPackets(isp, k int) (uint64, error) {
 	if err := l.checkISP(isp); err != nil {
 		return 0, err
 	}
-	out, err := l.nsRun(ISPNS(isp), nil, "nft", "-j", "list", "counter", "ip", "outer", "t"+strconv.Itoa(k))
+	return l.counter(ISPNS(isp), "outer", "t"+strconv.Itoa(k))
+}
+
+// counter reads the packets of the named counter of table ip TABLE in ns.
+func (l *Lab) counter(ns, table, name string) (uint64, error) {
+	out, err := l.nsRun(ns, nil, "nft", "-j", "list", "counter", "ip", table, name)
 	if err != nil {
 		return 0, err
 	}
@@ -239,14 +244,14 @@ func (l *Lab) OuterPackets(isp, k int) (uint64, error) {
 		} `json:"nftables"`
 	}
 	if err := json.Unmarshal(out, &doc); err != nil {
-		return 0, fmt.Errorf("lab: nft -j list counter in %s: %w", ISPNS(isp), err)
+		return 0, fmt.Errorf("lab: nft -j list counter ip %s %s in %s: %w", table, name, ns, err)
 	}
 	for _, o := range doc.Nftables {
 		if o.Counter != nil {
 			return o.Counter.Packets, nil
 		}
 	}
-	return 0, fmt.Errorf("lab: no counter t%d in %s", k, ISPNS(isp))
+	return 0, fmt.Errorf("lab: no counter %s in table ip %s in %s", name, table, ns)
 }
 
 // RoadWarrior is seed 000's road warrior: a WireGuard peer on the internet
@@ -307,24 +312,5 @@ func (r *RoadWarrior) Via(k int) error {
 // Replies reads how many packets to the road warrior ISP k has forwarded
 // from the router (any protocol).
 func (l *Lab) Replies(k int) (uint64, error) {
-	out, err := l.nsRun(ISPNS(k), nil, "nft", "-j", "list", "counter", "ip", "rwfwd", "replies")
-	if err != nil {
-		return 0, err
-	}
-	var doc struct {
-		Nftables []struct {
-			Counter *struct {
-				Packets uint64 `json:"packets"`
-			} `json:"counter"`
-		} `json:"nftables"`
-	}
-	if err := json.Unmarshal(out, &doc); err != nil {
-		return 0, err
-	}
-	for _, o := range doc.Nftables {
-		if o.Counter != nil {
-			return o.Counter.Packets, nil
-		}
-	}
-	return 0, fmt.Errorf("lab: no reply counter in %s", ISPNS(k))
+	return l.counter(ISPNS(k), "rwfwd", "replies")
 }
