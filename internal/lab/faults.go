@@ -1,8 +1,16 @@
 package lab
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"math/rand/v2"
+	"net"
+	"slices"
 	"strings"
+	"sync"
+	"syscall"
+	"time"
 )
 
 // nftFamilies returns the nft table families of ISP rulesets that family
@@ -121,4 +129,136 @@ func (l *Lab) SetLinkDown(k int, down bool) error {
 		cmds = append(cmds, ispRoutes6(k)...)
 	}
 	return l.ipBatch(ISPNS(k), cmds)
+}
+
+// slowEchoMark marks the echo replies of [Lab.SlowEcho]'s responder, the
+// only ones its nft table lets out of the served addresses.
+const slowEchoMark = 0x5e40
+
+// SlowEcho turns the internet's ping targets ([ProbeAddr1], [ProbeAddr2])
+// into slow servers: each echo request is answered after its own random
+// delay, uniform in [min, max], so the round trip through any ISP jitters
+// over that range and replies may overtake each other. The kernel's own
+// replies from those addresses are dropped (an nft table in the internet
+// namespace) and a responder in this process answers instead, from raw
+// sockets bound to each address. The lab's kernel has no netem, which
+// would be the usual way. IPv4 only; other addresses answer as before.
+//
+// The returned function undoes it (the lab's Close does too); replies
+// still pending are dropped.
+func (l *Lab) SlowEcho(min, max time.Duration) (undo func() error, err error) {
+	if min < 0 || max < min {
+		return nil, fmt.Errorf("lab: slow echo delay [%v, %v] is not a range", min, max)
+	}
+	addrs := []string{ProbeAddr1, ProbeAddr2}
+	var conns []*net.IPConn
+	closeAll := func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	for _, a := range addrs {
+		var c *net.IPConn
+		err := l.inNS(NSInternet, func() error {
+			var err error
+			c, err = net.ListenIP("ip4:icmp", &net.IPAddr{IP: net.ParseIP(a)})
+			return err
+		})
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("lab: slow echo socket on %s: %w", a, err)
+		}
+		conns = append(conns, c)
+		if err := setMark(c, slowEchoMark); err != nil {
+			closeAll()
+			return nil, err
+		}
+	}
+	table := fmt.Sprintf(`table ip slowecho {
+	chain output {
+		type filter hook output priority filter; policy accept;
+		ip saddr { %s } icmp type echo-reply meta mark != %#x drop
+	}
+}
+`, strings.Join(addrs, ", "), slowEchoMark)
+	if err := l.nft(NSInternet, table); err != nil {
+		closeAll()
+		return nil, err
+	}
+	e := &slowEcho{conns: conns, min: min, max: max}
+	for _, c := range conns {
+		e.wg.Add(1)
+		go e.serve(c)
+	}
+	if err := l.track(e); err != nil {
+		return nil, err
+	}
+	return func() error {
+		e.Close()
+		return l.nft(NSInternet, "delete table ip slowecho\n")
+	}, nil
+}
+
+// setMark sets SO_MARK on c's socket.
+func setMark(c *net.IPConn, mark int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_MARK, mark)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("lab: SO_MARK: %w", serr)
+	}
+	return nil
+}
+
+// slowEcho is SlowEcho's responder.
+type slowEcho struct {
+	conns    []*net.IPConn
+	min, max time.Duration
+	wg       sync.WaitGroup
+	once     sync.Once
+}
+
+// serve answers the echo requests c receives until c is closed. Each
+// reply is sent by a timer of its own, so a slow reply never holds back
+// the next one.
+func (e *slowEcho) serve(c *net.IPConn) {
+	defer e.wg.Done()
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		// An echo request: type 8, code 0, at least the 8-byte header.
+		if n < 8 || buf[0] != 8 || buf[1] != 0 {
+			continue
+		}
+		reply := slices.Clone(buf[:n])
+		reply[0] = 0 // echo reply
+		reply[2], reply[3] = 0, 0
+		binary.BigEndian.PutUint16(reply[2:], icmpChecksum(reply))
+		delay := e.min + rand.N(e.max-e.min+1)
+		time.AfterFunc(delay, func() { c.WriteTo(reply, from) })
+	}
+}
+
+// Close stops the responder and waits for its readers.
+func (e *slowEcho) Close() error {
+	e.once.Do(func() {
+		for _, c := range e.conns {
+			c.Close()
+		}
+		e.wg.Wait()
+	})
+	return nil
 }

@@ -282,6 +282,43 @@ func TestFaults(t *testing.T) {
 		}
 	})
 
+	t.Run("slow echo", func(t *testing.T) {
+		// Through ISP 1 (its own route to the internet), every reply from
+		// a ping target takes at least the least delay; the kernel's own
+		// immediate reply never gets out.
+		undo, err := l.SlowEcho(30*time.Millisecond, 40*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range []string{ProbeAddr1, ProbeAddr2} {
+			for range 3 {
+				t0 := time.Now()
+				if err := l.Ping(ctxFor(t, 2*time.Second), "isp1", "", a); err != nil {
+					t.Fatalf("ping %s with slow echo: %v", a, err)
+				}
+				if d := time.Since(t0); d < 30*time.Millisecond {
+					t.Fatalf("ping %s answered after %v, want at least 30ms", a, d)
+				}
+			}
+		}
+		if err := l.Ping(ctxFor(t, 2*time.Second), "isp1", "", ServiceAddr); err != nil {
+			t.Errorf("ping %s, which is not a slow server: %v", ServiceAddr, err)
+		}
+		if err := undo(); err != nil {
+			t.Fatal(err)
+		}
+		// The kernel answers again.
+		if err := l.Ping(ctxFor(t, 2*time.Second), "isp1", "", ProbeAddr1); err != nil {
+			t.Errorf("ping after undo: %v", err)
+		}
+		if out := mustExec(t, l, NSInternet, "nft", "list", "tables"); strings.Contains(out, "slowecho") {
+			t.Errorf("slow echo table left after undo:\n%s", out)
+		}
+		if _, err := l.SlowEcho(2*time.Millisecond, time.Millisecond); err == nil {
+			t.Error("SlowEcho accepted an empty range")
+		}
+	})
+
 	t.Run("link down", func(t *testing.T) {
 		link := func() string { return mustExec(t, l, NSRouter, "ip", "link", "show", "dev", "wan3") }
 		for range 2 {

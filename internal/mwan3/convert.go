@@ -308,7 +308,7 @@ func (c *conv) readIface(s *Section) {
 	count, _, _ := c.number(s, "count", defCount, 1, 1000)
 	f.httpingSSL = c.boolean(s, "httping_ssl", false)
 	if count > 1 {
-		f.notes = append(f.notes, fmt.Sprintf("count %d: mwan3 sent %d pings per target per round and counted the target up if one came back; multiwan sends one probe per target per round (a lost one is retried a quarter interval later) and needs `down` failed rounds in a row, so single losses are tolerated already.", count, count))
+		f.notes = append(f.notes, fmt.Sprintf("count %d: mwan3 sent %d pings per target per round and counted the target up if one came back; multiwan sends one probe per target per round (after a lost round the next starts as soon as it is judged) and needs `down` failed rounds in a row, so single losses are tolerated already.", count, count))
 	}
 	f.trackMethod = "ping"
 	if v, _, ok := s.Value("track_method"); ok {
@@ -373,7 +373,7 @@ func (c *conv) readIface(s *Section) {
 				f.notes = append(f.notes, "initial_state offline: multiwan starts every WAN as unknown, presumed usable (so a restart does not move traffic) until its probes decide, within a few rounds.")
 			}
 		case "failure_interval", "recovery_interval", "keep_failure_interval":
-			f.notes = append(f.notes, fmt.Sprintf("%s: multiwan has one interval; after a failed round it probes again after a quarter interval, to confirm or refute quickly.", o.Name))
+			f.notes = append(f.notes, fmt.Sprintf("%s: multiwan has one interval; after a failed round it probes again as soon as that round is judged (interval/10 after it started at the least), to confirm or refute quickly.", o.Name))
 		case "size", "max_ttl":
 			f.notes = append(f.notes, fmt.Sprintf("%s: multiwan's echo requests have a fixed size and the system's TTL.", o.Name))
 		case "flush_conntrack":

@@ -82,6 +82,7 @@ func newSim(spec Spec, start time.Time, path Path) *sim {
 	tr := &recordingTransport{}
 	sm := &sim{tr: tr, path: path, now: start}
 	sm.s = newScheduler(spec, targets, tr, start)
+	sm.s.epoch = start
 	sm.s.clock = func() time.Time { return sm.now }
 	return sm
 }

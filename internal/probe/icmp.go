@@ -211,7 +211,7 @@ func (t *icmpTransport) send(f *flight) error {
 			return noSocket("IPv4", t.err4)
 		}
 		marshalEcho(t.buf[:], t.id, uint16(f.id), t.nonce, f.sent)
-		return t.v4.sendto(t.buf[:], &unix.SockaddrInet4{Addr: f.addr.As4()})
+		return t.v4.sendto4(t.buf[:], f.addr.As4())
 	}
 	if t.v6 == nil {
 		return noSocket("IPv6", t.err6)
@@ -249,6 +249,19 @@ func noSocket(family string, err error) error {
 		return fmt.Errorf("not an %s prober", family)
 	}
 	return fmt.Errorf("no %s ICMP socket: %w", family, err)
+}
+
+// sendto4 is sendto for IPv4, as a raw system call (see rawSendto4).
+func (s *icmpSocket) sendto4(b []byte, to [4]byte) error {
+	var serr error
+	err := s.rc.Write(func(fd uintptr) bool {
+		serr = rawSendto4(fd, b, to)
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
 
 func (s *icmpSocket) sendto(b []byte, sa unix.Sockaddr) error {
@@ -303,7 +316,7 @@ func (t *icmpTransport) read(s *icmpSocket, events chan<- event) {
 				// with the address the packet was read from.
 				n, from, rerr = unix.Recvfrom(int(fd), buf, 0)
 			} else {
-				n, rerr = unix.Read(int(fd), buf)
+				n, rerr = rawRead(fd, buf)
 			}
 			return rerr != unix.EAGAIN
 		})

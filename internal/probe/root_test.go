@@ -276,7 +276,9 @@ func checkFastFailure(t *testing.T, tp *topo, r *runner, interval time.Duration)
 	// adaptive deadline (a few milliseconds on a veth), far below the 1s
 	// Timeout. The second and third confirm the first as soon as it is
 	// judged (Interval/10 apart); once down is confirmed (3 rounds), the
-	// dead path is probed at the normal rhythm.
+	// dead path is probed at the normal rhythm: the next instant of the
+	// grid, between half an interval and one and a half after the last
+	// confirmation round, then every interval.
 	var failed []Round
 	var judged []time.Duration
 	end := time.Now().Add(3 * time.Second)
@@ -315,7 +317,10 @@ func checkFastFailure(t *testing.T, tp *topo, r *runner, interval time.Duration)
 		if i < 2 && g > interval/2 {
 			t.Errorf("gaps %v between failed rounds: the two confirmation rounds should be about %v apart", gaps, confirmGap(interval))
 		}
-		if i >= 2 && g < interval*9/10 {
+		if i == 2 && (g <= interval/2 || g > interval*3/2) {
+			t.Errorf("gaps %v between failed rounds: after the confirmation the next round should come %v..%v later", gaps, interval/2, interval*3/2)
+		}
+		if i >= 3 && g < interval*9/10 {
 			t.Errorf("gaps %v between failed rounds: a WAN confirmed down should be probed every %v", gaps, interval)
 		}
 	}
@@ -324,7 +329,7 @@ func checkFastFailure(t *testing.T, tp *topo, r *runner, interval time.Duration)
 	// normal rhythm.
 	first := r.waitFor(3*time.Second, "recovery", allOK)
 	prev := first
-	for i := range 3 {
+	for i := range 4 {
 		rd := r.nextRound(2 * time.Second)
 		if !allOK(rd) {
 			t.Fatalf("after recovery: %s", describeRounds([]Round{rd}))
@@ -333,7 +338,10 @@ func checkFastFailure(t *testing.T, tp *topo, r *runner, interval time.Duration)
 		if i < 2 && g > interval/2 {
 			t.Errorf("gap %v between good rounds after recovery, want about %v", g, confirmGap(interval))
 		}
-		if i == 2 && g < interval*9/10 {
+		if i == 2 && (g <= interval/2 || g > interval*3/2) {
+			t.Errorf("gap %v once up again, want %v..%v", g, interval/2, interval*3/2)
+		}
+		if i == 3 && g < interval*9/10 {
 			t.Errorf("gap %v once up again, want %v", g, interval)
 		}
 		prev = rd

@@ -29,7 +29,9 @@ const eventBuffer = 64
 // Each Run has its own echo identifier, and the kernel delivers it only
 // echo replies carrying it.
 //
-// A round starts every spec.Interval. All targets of a round are probed
+// A round starts every spec.Interval, at instants that every Run of the
+// process with that interval shares, so one wake-up serves them all (the
+// first round starts at once). All targets of a round are probed
 // at once, and a round is judged as soon as every target answered, or at
 // its deadline, which adapts to the path: for each target that has
 // answered before, twice the largest of its last 32 round-trip times plus
@@ -44,7 +46,7 @@ const eventBuffer = 64
 // while unknown), the next round starts as soon as the previous one is
 // judged, and at least Interval/10 (5ms at least) after it started, until
 // the streak reaches its threshold or is broken; then the normal rhythm
-// resumes from the last round. A dead WAN is thus probed at the normal
+// resumes. A dead WAN is thus probed at the normal
 // rhythm once it is down, and so is a healthy one.
 //
 // Every Round, late or not, is sent on out, in Seq order (a Late report

@@ -120,15 +120,17 @@ const (
 // It never blocks and takes the time as an argument, so it can be driven
 // by a test with a synthetic clock.
 //
-// Rhythm: a round starts every interval while the latest rounds agree
-// with the verdict. When they disagree (a bad round while up, a good one
-// while down, any round while unknown) the scheduler confirms: the next
-// round starts as soon as the latest one is judged and delivered, but no
-// sooner than gap after it started, until the streak reaches its
-// threshold (the verdict changes) or a round agrees again (the streak is
-// broken); then the normal rhythm resumes from the last round. Rounds
-// stay distinct and consecutive: a confirmation round starts only once
-// the previous round's outcome is known.
+// Rhythm: a round starts every interval, at the instants of a grid that
+// all schedulers of the process share (see rhythmEpoch), while the latest
+// rounds agree with the verdict. When they disagree (a bad round while
+// up, a good one while down, any round while unknown) the scheduler
+// confirms: the next round starts as soon as the latest one is judged and
+// delivered, but no sooner than gap after it started, until the streak
+// reaches its threshold (the verdict changes) or a round agrees again
+// (the streak is broken); then the normal rhythm resumes at the next
+// instant of the grid. Rounds stay distinct and consecutive: a
+// confirmation round starts only once the previous round's outcome is
+// known.
 type scheduler struct {
 	wan     string
 	targets []*target
@@ -146,10 +148,12 @@ type scheduler struct {
 	reliability, down, up int
 
 	seq uint64
-	// nextStart is when the next round is due; lastScheduled is when the
-	// previous one was due (rounds keep their rhythm despite timer lag);
-	// lastStart is when the latest round started.
-	nextStart, lastScheduled, lastStart time.Time
+	// epoch anchors the rhythm: rounds at the normal rhythm start at
+	// epoch + k×interval (see onGrid).
+	epoch time.Time
+	// nextStart is when the next round is due; lastStart is when the
+	// latest round started.
+	nextStart, lastStart time.Time
 	// hold: a confirmation round waits for the latest round's outcome.
 	hold bool
 
@@ -192,6 +196,7 @@ func newScheduler(spec Spec, targets []*target, tr transport, now time.Time) *sc
 		reliability: rel,
 		down:        threshold(spec.Down),
 		up:          threshold(spec.Up),
+		epoch:       rhythmEpoch,
 		nextStart:   now,
 		flights:     make(map[uint64]*flight),
 		nextID:      1,
@@ -205,6 +210,25 @@ func newScheduler(spec Spec, targets []*target, tr transport, now time.Time) *sc
 // spreads `down` rounds over at least (down-1)×gap.
 func confirmGap(interval time.Duration) time.Duration {
 	return min(max(interval/confirmDivisor, minConfirmGap), interval)
+}
+
+// rhythmEpoch is the origin of every Run's rhythm in this process: the
+// rounds of all WANs with the same interval start together, so that one
+// wake-up of the process serves them all rather than one each (at 4 WANs
+// × 10 Hz, wake-ups, not probes, are most of the daemon's CPU time). It is
+// the time the process started, not a round instant of the wall clock, so
+// that routers across the internet do not probe a shared target in
+// lockstep.
+var rhythmEpoch = time.Now()
+
+// onGrid returns the latest instant at or before t of the rhythm:
+// epoch + k×interval.
+func (s *scheduler) onGrid(t time.Time) time.Time {
+	off := t.Sub(s.epoch) % s.interval
+	if off < 0 {
+		off += s.interval
+	}
+	return t.Add(-off)
 }
 
 // threshold is a Spec.Down or Spec.Up as the scheduler uses it: 0 (not
@@ -305,22 +329,21 @@ func (s *scheduler) reschedule() {
 		return
 	}
 	s.hold = false
-	s.nextStart = s.lastScheduled.Add(s.interval)
+	// The normal rhythm: the first instant of the grid more than half an
+	// interval after the latest round. After a round on the grid that is
+	// the next instant; after one off the grid (a confirmation round, a
+	// round that started late) the gap is between half an interval and
+	// one and a half, rather than a round right after the previous one.
+	s.nextStart = s.onGrid(s.lastStart.Add(s.interval * 3 / 2))
 }
 
 // startRound probes every target once.
 func (s *scheduler) startRound(now time.Time) {
+	// A round that starts late (the consumer held us back, the machine
+	// was busy) is followed by the next instant of the grid, not by a
+	// burst of catch-up rounds: see reschedule.
 	if s.fast() {
 		s.burst++
-		s.lastScheduled = now
-	} else if now.Sub(s.nextStart) >= s.interval/4 {
-		// A round that starts late by more than a fraction of the
-		// interval (the consumer held us back, the machine was busy)
-		// restarts the rhythm from now rather than firing a burst of
-		// catch-up rounds.
-		s.lastScheduled = now
-	} else {
-		s.lastScheduled = s.nextStart
 	}
 	s.lastStart = now
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
@@ -53,6 +54,7 @@ func newTestSched(t *testing.T, spec Spec) *testSched {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	ts := &testSched{t: t, tr: &fakeTransport{}, now: t0, t0: t0}
 	ts.s = newScheduler(spec, targets, ts.tr, t0)
+	ts.s.epoch = t0
 	ts.s.clock = func() time.Time { return ts.now }
 	return ts
 }
@@ -391,5 +393,53 @@ func TestSeqWraps(t *testing.T) {
 	ts.s.nextID = 1
 	if f := ts.s.lookupSeq(0); f != nil {
 		t.Fatal("lookup before any probe")
+	}
+}
+
+func TestRhythmSharedAcrossSchedulers(t *testing.T) {
+	// Two WANs whose probers start 37ms apart, and a third whose rounds
+	// fall behind: once their changes are confirmed they all start their
+	// rounds at the same instants (one wake-up of the process for all),
+	// and the laggard rejoins without a burst of catch-up rounds.
+	spec := Spec{Targets: []string{"198.51.100.1"}, Interval: 100 * ms, Timeout: time.Second, Reliability: 1}
+	a, b := newTestSched(t, spec), newTestSched(t, spec)
+	b.t0 = a.t0.Add(37 * ms)
+	for _, ts := range []*testSched{a, b} {
+		ts.s.verdict = verdictUp
+		ts.s.good = 3
+		ts.s.targets[0].est.update(ms)
+	}
+	starts := func(ts *testSched, from, to time.Duration) []time.Duration {
+		var got []time.Duration
+		for d := from; d < to; d += ms {
+			n := len(ts.tr.sent)
+			ts.now = a.t0.Add(d) // both on a's clock
+			ts.s.step(ts.now)
+			if len(ts.tr.sent) > n {
+				got = append(got, d)
+				ts.s.handle(event{icmp: true, seq: uint16(ts.tr.sent[n].id), src: ts.tr.sent[n].addr, at: ts.now, ok: true})
+			}
+			ts.take()
+		}
+		return got
+	}
+	sa := starts(a, 0, time.Second)
+	sb := starts(b, 37*ms, time.Second)
+	if sb[0] != 37*ms {
+		t.Fatalf("b's first round at %v, want at once (37ms)", sb[0])
+	}
+	if !slices.Equal(sa[1:], sb[1:]) {
+		t.Fatalf("rounds not aligned: a %v, b %v", sa, sb)
+	}
+	for i := 1; i < len(sa); i++ {
+		if sa[i]%(100*ms) != 0 {
+			t.Fatalf("a round at %v, off the grid", sa[i])
+		}
+	}
+	// b is held back for 420ms (its consumer, a busy machine): one round
+	// when it is free, then the grid again.
+	late := starts(b, 1420*ms, 2*time.Second)
+	if late[0] != 1420*ms || late[1] != 1500*ms || late[2] != 1600*ms {
+		t.Fatalf("after a 420ms stall: rounds at %v, want 1.42s, 1.5s, 1.6s", late)
 	}
 }
