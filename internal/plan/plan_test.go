@@ -15,7 +15,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
-func load(t *testing.T, name string) *config.Config {
+func load(t testing.TB, name string) *config.Config {
 	t.Helper()
 	cfg, err := config.Load(filepath.Join("..", "..", "examples", name))
 	if err != nil {
