@@ -431,6 +431,13 @@ func TestBackupDownIsCleaned(t *testing.T) {
 // dropped rather than waited for.
 func TestSubscribe(t *testing.T) {
 	h := startHarness(t, testConfig)
+	// The start event is published by the loop once it runs, which may
+	// be just after the harness has seen the first apply.
+	h.waitFor("the start event", func() bool {
+		past, _, cancel := h.d.Subscribe(10)
+		cancel()
+		return len(past) > 0
+	})
 	past, live, cancel := h.d.Subscribe(10)
 	defer cancel()
 	if len(past) == 0 || past[0].Kind != "start" {
