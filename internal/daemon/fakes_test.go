@@ -504,7 +504,17 @@ func (h *harness) repaired(report func()) {
 	report()
 	h.waitFor("the repairs", func() bool {
 		idle := false
-		h.onLoop(func() { idle = len(h.d.repair.due) == 0 && len(h.d.repair.waiting) == 0 })
+		h.onLoop(func() {
+			// Notices still in the inbox have not reached the repair
+			// machinery yet: the loop may serve this request first.
+			h.d.linkBox.mu.Lock()
+			pending := len(h.d.linkBox.items)
+			h.d.linkBox.mu.Unlock()
+			h.d.nftBox.mu.Lock()
+			pending += len(h.d.nftBox.items)
+			h.d.nftBox.mu.Unlock()
+			idle = pending == 0 && len(h.d.repair.due) == 0 && len(h.d.repair.waiting) == 0
+		})
 		return idle
 	})
 }
