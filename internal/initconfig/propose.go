@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/multiwan/multiwan/internal/config"
@@ -67,7 +66,7 @@ func Propose(obs Observed) (yamlText string, report []string, err error) {
 
 	taken := map[string]bool{}
 	for _, u := range ups {
-		u.name = wanName(u.link.Name, taken)
+		u.name = config.UniqueName(u.link.Name, "wan", maxName, taken)
 	}
 	for i, u := range ups {
 		report = append(report, fmt.Sprintf("%s: %s -> WAN %s, tier %d, %s", u.link.Name, describeRoutes(u), u.name, i+1, describeGateways(u)))
@@ -366,31 +365,4 @@ func describeLink(l Link) string {
 		st = append(st, strings.Join(addrs, " "))
 	}
 	return l.Name + " (" + strings.Join(st, ", ") + ")"
-}
-
-// wanName derives a unique WAN name from an interface name: lower case,
-// characters outside [a-z0-9_-] replaced by '_', at most 15 characters,
-// not "auto", and distinct from every name taken also where '-' is read
-// as '_' (as nft does). It records the name in taken.
-func wanName(ifname string, taken map[string]bool) string {
-	b := []byte(strings.ToLower(ifname))
-	for i, c := range b {
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
-			b[i] = '_'
-		}
-	}
-	base := string(b)
-	if len(base) > maxName {
-		base = base[:maxName]
-	}
-	if base == "" {
-		base = "wan"
-	}
-	name := base
-	for n := 2; name == "auto" || taken[config.NFTName(name)]; n++ {
-		suffix := "_" + strconv.Itoa(n)
-		name = base[:min(len(base), maxName-len(suffix))] + suffix
-	}
-	taken[config.NFTName(name)] = true
-	return name
 }

@@ -3,8 +3,9 @@ package initconfig
 import (
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
+
+	"github.com/multiwan/multiwan/internal/config"
 )
 
 // commentWidth is where comments are wrapped.
@@ -46,49 +47,6 @@ func wrap(text string, width int) []string {
 	return out
 }
 
-// Quote returns s as a YAML scalar: plain when that reads back as the same
-// string, double-quoted otherwise.
-func Quote(s string) string {
-	if plainSafe(s) {
-		return s
-	}
-	return strconv.Quote(s)
-}
-
-func plainSafe(s string) bool {
-	if s == "" {
-		return false
-	}
-	switch strings.ToLower(s) {
-	case "true", "false", "yes", "no", "on", "off", "y", "n", "null", "~", ".nan", ".inf", "-.inf":
-		return false
-	}
-	if _, err := strconv.ParseFloat(s, 64); err == nil {
-		return false
-	}
-	if _, err := strconv.ParseInt(s, 0, 64); err == nil {
-		return false
-	}
-	for i, c := range []byte(s) {
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_':
-		case (c == '-' || c == '.' || c == '@' || c == '+') && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// flowList is a YAML flow sequence of the values.
-func flowList(values []string) string {
-	q := make([]string, len(values))
-	for i, v := range values {
-		q[i] = Quote(v)
-	}
-	return "[" + strings.Join(q, ", ") + "]"
-}
-
 // render writes the config for the uplinks, in order.
 func render(obs Observed, ups []*uplink, ignored []string) string {
 	w := &writer{}
@@ -118,7 +76,7 @@ func render(obs Observed, ups []*uplink, ignored []string) string {
 			w.comment("  ", "One WAN per uplink. name: what logs, `multiwan status` and `multiwan use` call it ([a-z0-9_-], at most 15 characters; here the interface's name). interface: the Linux interface its traffic leaves by. gateway: the next hop, an address, or auto: the gateway of the default route a DHCP or PPP client (or networkd, NetworkManager) installs, followed as it changes.")
 		}
 		w.line("  ", "- name: "+u.name)
-		w.line("    ", "interface: "+Quote(u.link.Name))
+		w.line("    ", "interface: "+config.Quote(u.link.Name))
 		g, why := gateway(u, 4)
 		if u.v4 != nil {
 			w.comment("    ", "now: "+describeRoute(u.v4)+"; "+why)
@@ -147,7 +105,7 @@ func render(obs Observed, ups []*uplink, ignored []string) string {
 		if u.v6 != nil {
 			targets = append(append([]string(nil), Targets4...), Targets6...)
 		}
-		w.line("      ", "targets: "+flowList(targets))
+		w.line("      ", "targets: "+config.FlowList(targets))
 		explained = true
 	}
 	if len(ups) == 1 {
@@ -158,10 +116,10 @@ func render(obs Observed, ups []*uplink, ignored []string) string {
 		}
 		w.comment("  ", "A second uplink, to fill in: multi-WAN needs two. Uncomment it, set its interface and gateway (an address, or auto when DHCP or PPP gives it), and uncomment its member in the policy below."+hint)
 		w.line("  ", "# - name: "+second)
-		w.line("  ", "#   interface: "+Quote(iface))
+		w.line("  ", "#   interface: "+config.Quote(iface))
 		w.line("  ", "#   gateway: auto")
 		w.line("  ", "#   probe:")
-		w.line("  ", "#     targets: "+flowList(Targets4))
+		w.line("  ", "#     targets: "+config.FlowList(Targets4))
 	}
 	w.blank()
 
@@ -231,5 +189,5 @@ func secondWAN(obs Observed, ups []*uplink) (name, iface string, spare []string)
 	if len(spare) == 1 {
 		iface, base = spare[0], spare[0]
 	}
-	return wanName(base, taken), iface, spare
+	return config.UniqueName(base, "wan", maxName, taken), iface, spare
 }

@@ -511,7 +511,7 @@ func (c *conv) buildWANs() {
 	enabled := 0
 	for _, w := range c.wans {
 		base := w.primary().name
-		w.name = uniqueName(base, maxWANName, c.wanNames)
+		w.name = config.UniqueName(base, "x", maxWANName, c.wanNames)
 		if w.enabled() {
 			enabled++
 		}
@@ -524,37 +524,10 @@ func (c *conv) buildWANs() {
 	}
 }
 
-// uniqueName makes a multiwan name from an mwan3 one: lower case,
-// characters outside [a-z0-9_-] replaced by '_', at most max characters,
-// not "auto", and distinct from the names taken (also where '-' reads as
-// '_', as in nft).
-func uniqueName(s string, max int, taken map[string]bool) string {
-	b := []byte(strings.ToLower(s))
-	for i, ch := range b {
-		if !('a' <= ch && ch <= 'z' || '0' <= ch && ch <= '9' || ch == '_' || ch == '-') {
-			b[i] = '_'
-		}
-	}
-	base := string(b)
-	if len(base) > max {
-		base = base[:max]
-	}
-	if base == "" {
-		base = "x"
-	}
-	name := base
-	for n := 2; name == "auto" || taken[config.NFTName(name)]; n++ {
-		suffix := "_" + strconv.Itoa(n)
-		name = base[:min(len(base), max-len(suffix))] + suffix
-	}
-	taken[config.NFTName(name)] = true
-	return name
-}
-
 func (c *conv) buildPolicies() {
 	c.policyNames = map[string]bool{}
 	for _, p := range c.policies {
-		p.name = uniqueName(p.mwan3Name, maxPolicyName, c.policyNames)
+		p.name = config.UniqueName(p.mwan3Name, "x", maxPolicyName, c.policyNames)
 		o := p.sec.Option("use_member")
 		if o == nil {
 			p.notes = append(p.notes, "no use_member: mwan3 gave its traffic the last resort.")

@@ -3,6 +3,8 @@ package mwan3
 import (
 	"fmt"
 	"strings"
+
+	"github.com/multiwan/multiwan/internal/config"
 )
 
 // emit writes the multiwan config.
@@ -106,7 +108,7 @@ func (c *conv) wanBlock(wn *wan, explain bool) (block, bool) {
 	if len(iface) > maxWANName {
 		iface = iface[:maxWANName]
 	}
-	b.add("  interface: " + yq(iface))
+	b.add("  interface: " + config.Quote(iface))
 	if explain {
 		b.addComment("  ", "gateway: auto follows the default route netifd installs for the device (DHCP, PPP, static), as mwan3 did.")
 	}
@@ -195,7 +197,7 @@ func (c *conv) probeLines(b *block, wn *wan, f *iface, v6, explain bool) {
 	if f.method != "icmp" {
 		b.add("    method: " + f.method)
 	}
-	b.add("    targets: " + flow(targets))
+	b.add("    targets: " + config.FlowList(targets))
 	rel := f.reliability
 	if rel > len(targets) {
 		notes = append(notes, fmt.Sprintf("reliability %d is more than its %d track_ip, so mwan3 never counted it up; capped.", rel, len(targets)))
@@ -314,7 +316,7 @@ func (c *conv) ruleBlock(w *writer, r *rule) {
 	}
 	b.add("- name: " + r.name)
 	if len(r.src) > 0 {
-		b.add("  src: " + flow(r.src))
+		b.add("  src: " + config.FlowList(r.src))
 	}
 	dst := r.dst
 	if r.restrict != 0 {
@@ -334,10 +336,10 @@ func (c *conv) ruleBlock(w *writer, r *rule) {
 		b.add(fmt.Sprintf("  dst_file: /etc/multiwan/%s.txt", r.ipset))
 	}
 	if len(dst) > 0 {
-		b.add("  dst: " + flow(dst))
+		b.add("  dst: " + config.FlowList(dst))
 	}
 	if r.proto != "" {
-		b.add("  proto: " + yq(r.proto))
+		b.add("  proto: " + config.Quote(r.proto))
 	}
 	if len(r.srcPort) > 0 {
 		b.add("  src_port: " + portFlow(r.srcPort))
@@ -346,7 +348,7 @@ func (c *conv) ruleBlock(w *writer, r *rule) {
 		b.add("  dst_port: " + portFlow(r.dstPort))
 	}
 	if len(r.iif) > 0 {
-		b.add("  iif: " + flow(r.iif))
+		b.add("  iif: " + config.FlowList(r.iif))
 	}
 	target := r.target
 	if r.policy != nil {
@@ -361,7 +363,7 @@ func (c *conv) ruleBlock(w *writer, r *rule) {
 	if target == "" {
 		target = "TODO"
 	}
-	b.add("  policy: " + yq(target))
+	b.add("  policy: " + config.Quote(target))
 	w.write("  ", b, r.skip != "")
 }
 

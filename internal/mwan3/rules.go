@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/multiwan/multiwan/internal/config"
 )
 
 // famSet is a set of address families: bit 4 and bit 6.
@@ -275,7 +277,7 @@ func (c *conv) buildRules() {
 		if base == "" {
 			base = fmt.Sprintf("rule%d", i+1)
 		}
-		r.name = uniqueName(base, maxRuleName, ruleNames)
+		r.name = config.UniqueName(base, "x", maxRuleName, ruleNames)
 		if r.broken || (r.skip != "" && r.target == "") {
 			continue
 		}
@@ -424,7 +426,7 @@ func (c *conv) finishSticky() {
 		case p.usedSticky && !p.usedFlow && (c.defaultPolicy != p.name):
 			p.sticky = true
 		case p.usedSticky:
-			p.stickyName = uniqueName(p.name+"_sticky", maxPolicyName, c.policyNames)
+			p.stickyName = config.UniqueName(p.name+"_sticky", "x", maxPolicyName, c.policyNames)
 		}
 	}
 }
@@ -449,7 +451,7 @@ func (c *conv) skipBuiltin(r *rule) {
 // express.
 func (c *conv) synthesizeDefault(t4, t6 *rule) {
 	c.finishSticky()
-	name := uniqueName("failover", maxPolicyName, c.policyNames)
+	name := config.UniqueName("failover", "x", maxPolicyName, c.policyNames)
 	p := &policy{name: name, lastResort: "main"}
 	tier := 0
 	for _, w := range c.wans {

@@ -67,49 +67,6 @@ func wrap(text string, width int) []string {
 	return append(out, line)
 }
 
-// yq returns s as a YAML scalar: plain when that reads back as the same
-// string, double-quoted otherwise.
-func yq(s string) string {
-	if plainSafe(s) {
-		return s
-	}
-	return strconv.Quote(s)
-}
-
-func plainSafe(s string) bool {
-	if s == "" {
-		return false
-	}
-	switch strings.ToLower(s) {
-	case "true", "false", "yes", "no", "on", "off", "y", "n", "null", "~", ".nan", ".inf", "-.inf":
-		return false
-	}
-	if _, err := strconv.ParseFloat(s, 64); err == nil {
-		return false
-	}
-	if _, err := strconv.ParseInt(s, 0, 64); err == nil {
-		return false
-	}
-	for i, c := range []byte(s) {
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_':
-		case (c == '-' || c == '.' || c == '@' || c == '+') && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// flow is a YAML flow sequence of the values.
-func flow(values []string) string {
-	q := make([]string, len(values))
-	for i, v := range values {
-		q[i] = yq(v)
-	}
-	return "[" + strings.Join(q, ", ") + "]"
-}
-
 // q quotes a value of the mwan3 file for a comment: one line, escaped.
 func q(s string) string {
 	if len(s) > 80 {
