@@ -4,9 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
-	"syscall"
 
+	"github.com/multiwan/multiwan/internal/config"
 	"github.com/multiwan/multiwan/internal/mwan3"
 )
 
@@ -65,18 +66,15 @@ func importCmd(args []string, stdout, stderr io.Writer) int {
 func readImport(path string) ([]byte, error) {
 	var r io.Reader = os.Stdin
 	if path != "-" {
-		f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-		if err != nil {
-			return nil, err
+		f, _, err := config.OpenRegular(path)
+		var pathErr *fs.PathError
+		switch {
+		case errors.As(err, &pathErr):
+			return nil, err // it names the file
+		case err != nil:
+			return nil, fmt.Errorf("%s %w", path, err) // "PATH is a directory, not a regular file"
 		}
 		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			return nil, err
-		}
-		if !st.Mode().IsRegular() {
-			return nil, fmt.Errorf("%s is not a regular file", path)
-		}
 		r = f
 	}
 	data, err := io.ReadAll(io.LimitReader(r, maxImportBytes+1))

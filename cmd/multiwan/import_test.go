@@ -65,7 +65,7 @@ func TestImportWarningsAndErrors(t *testing.T) {
 		{[]string{"import", "mwan3"}, 2, "usage: multiwan import mwan3 FILE"},
 		{[]string{"import", "pfsense", "x"}, 2, `cannot import "pfsense"`},
 		{[]string{"import", "mwan3", filepath.Join(t.TempDir(), "none")}, 1, "no such file"},
-		{[]string{"import", "mwan3", t.TempDir()}, 1, "is not a regular file"},
+		{[]string{"import", "mwan3", t.TempDir()}, 1, "is a directory, not a regular file"},
 	} {
 		out.Reset()
 		errs.Reset()

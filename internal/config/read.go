@@ -23,6 +23,31 @@ type fileProblem struct{ msg string }
 
 func (p *fileProblem) Error() string { return p.msg }
 
+// OpenRegular opens the file at path for reading if it is a regular file
+// (a symlink to one is fine), and returns it with its information. It
+// never blocks: a FIFO without a writer would block a plain open, so the
+// file is opened with O_NONBLOCK and its type taken from the open
+// descriptor; anything but a regular file (a device such as /dev/zero,
+// which never ends, a FIFO, a directory) is closed again and refused with
+// an error saying what it is ("is a character device, not a regular
+// file"), without the path. Other failures are the *os.PathError.
+func OpenRegular(path string) (*os.File, fs.FileInfo, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, &fileProblem{fmt.Sprintf("is %s, not a regular file", describeMode(st.Mode()))}
+	}
+	return f, st, nil
+}
+
 // readRegular reads the regular file at path, of at most limit bytes.
 //
 // Anything else is refused before a byte of it is read: a character device
@@ -34,18 +59,11 @@ func (p *fileProblem) Error() string { return p.msg }
 // A file that cannot be opened or read yields the *os.PathError; one that
 // is refused, a *fileProblem.
 func readRegular(path string, limit int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, st, err := OpenRegular(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, &fileProblem{fmt.Sprintf("is %s, not a regular file", describeMode(st.Mode()))}
-	}
 	// The size is a hint, to allocate once: a file can grow, and /proc
 	// files say they are empty.
 	r := io.LimitReader(f, limit+1)

@@ -31,9 +31,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"strings"
-	"syscall"
 
 	"github.com/multiwan/multiwan/internal/config"
 )
@@ -93,18 +91,11 @@ func ReadLease(path, iface string) (Learned, error) {
 // readTail reads at most the last limit bytes of the regular file at path.
 // It never blocks on a FIFO and never reads a device.
 func readTail(path string, limit int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, st, err := config.OpenRegular(path)
 	if err != nil {
-		return nil, err
+		return nil, err // the caller names the file
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
 	if st.Size() > limit {
 		if _, err := f.Seek(st.Size()-limit, io.SeekStart); err != nil {
 			return nil, err
