@@ -80,3 +80,26 @@ func UniqueName(s, fallback string, max int, taken map[string]bool) string {
 	taken[NFTName(name)] = true
 	return name
 }
+
+// Wrap splits text into lines of at most width bytes at spaces, for the
+// comments of a written config (a longer word gets a line of its own).
+// Newlines in text start new lines.
+func Wrap(text string, width int) []string {
+	var out []string
+	for _, para := range strings.Split(text, "\n") {
+		line := ""
+		for _, word := range strings.Fields(para) {
+			switch {
+			case line == "":
+				line = word
+			case len(line)+1+len(word) <= width:
+				line += " " + word
+			default:
+				out = append(out, line)
+				line = word
+			}
+		}
+		out = append(out, line)
+	}
+	return out
+}

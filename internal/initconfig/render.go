@@ -20,31 +20,9 @@ func (w *writer) blank() { w.b.WriteString("\n") }
 
 // comment writes text as '#' comment lines at indent, wrapped.
 func (w *writer) comment(indent, text string) {
-	for _, l := range wrap(text, commentWidth-len(indent)-2) {
+	for _, l := range config.Wrap(text, commentWidth-len(indent)-2) {
 		w.line(indent, strings.TrimRight("# "+l, " "))
 	}
-}
-
-// wrap splits text into lines of at most width bytes at spaces (a longer
-// word gets a line of its own). Newlines in text start new lines.
-func wrap(text string, width int) []string {
-	var out []string
-	for _, para := range strings.Split(text, "\n") {
-		line := ""
-		for _, word := range strings.Fields(para) {
-			switch {
-			case line == "":
-				line = word
-			case len(line)+1+len(word) <= width:
-				line += " " + word
-			default:
-				out = append(out, line)
-				line = word
-			}
-		}
-		out = append(out, line)
-	}
-	return out
 }
 
 // render writes the config for the uplinks, in order.

@@ -3,6 +3,8 @@ package mwan3
 import (
 	"strconv"
 	"strings"
+
+	"github.com/multiwan/multiwan/internal/config"
 )
 
 // commentWidth is where comments are wrapped.
@@ -18,7 +20,7 @@ func (w *writer) blank() { w.b.WriteString("\n") }
 
 // comment writes text as '#' comment lines at indent, wrapped.
 func (w *writer) comment(indent, text string) {
-	for _, l := range wrap(text, commentWidth-len(indent)-2) {
+	for _, l := range config.Wrap(text, commentWidth-len(indent)-2) {
 		w.line(indent, "# "+l)
 	}
 }
@@ -31,7 +33,7 @@ func (b *block) add(s string) { *b = append(*b, s) }
 
 // addComment adds a wrapped comment at indent.
 func (b *block) addComment(indent, text string) {
-	for _, l := range wrap(text, commentWidth-len(indent)-6) {
+	for _, l := range config.Wrap(text, commentWidth-len(indent)-6) {
 		b.add(indent + "# " + l)
 	}
 }
@@ -46,25 +48,6 @@ func (w *writer) write(indent string, b block, commented bool) {
 			w.line(indent, l)
 		}
 	}
-}
-
-// wrap splits text into lines of at most width bytes at spaces (a longer
-// word gets a line of its own).
-func wrap(text string, width int) []string {
-	var out []string
-	line := ""
-	for _, word := range strings.Fields(text) {
-		switch {
-		case line == "":
-			line = word
-		case len(line)+1+len(word) <= width:
-			line += " " + word
-		default:
-			out = append(out, line)
-			line = word
-		}
-	}
-	return append(out, line)
 }
 
 // q quotes a value of the mwan3 file for a comment: one line, escaped.
