@@ -169,24 +169,11 @@ func instrumentsFootprint() error {
 // counters and without, alternating by reload (off, on, on, off, twice per
 // run) so that the machine's drift cancels out.
 func counterCost() error {
-	l, err := lab.New(lab.Options{ISPs: 2})
+	l, list, cleanup, err := sinkLab()
 	if err != nil {
 		return err
 	}
-	defer l.Close()
-	dir, err := tempDir()
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	list := listPath(dir)
-	if err := writeList(list, 10); err != nil {
-		return err
-	}
-	if _, err := run(l, lab.NSInternet, 10*time.Second, "nft", fmt.Sprintf(
-		"add table ip benchsink; add chain ip benchsink pre { type filter hook prerouting priority raw - 10; policy accept; }; add rule ip benchsink pre udp dport %d-%d counter drop", sinkPort, sinkPort+sinkPorts-1)); err != nil {
-		return err
-	}
+	defer cleanup()
 	base := fullConfig(list)
 	d, err := startDaemon(l, base)
 	if err != nil {

@@ -163,24 +163,11 @@ func udpRate(l *lab.Lab, n int, newFlows bool) (udpResult, error) {
 // ratio. The established flow is the control: the list cannot change its
 // cost, so its figure shows how precise the comparison is on this machine.
 func prefixCost() error {
-	l, err := lab.New(lab.Options{ISPs: 2})
+	l, list, cleanup, err := sinkLab()
 	if err != nil {
 		return err
 	}
-	defer l.Close()
-	dir, err := tempDir()
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	list := listPath(dir)
-	if err := writeList(list, 10); err != nil {
-		return err
-	}
-	if _, err := run(l, lab.NSInternet, 10*time.Second, "nft", fmt.Sprintf(
-		"add table ip benchsink; add chain ip benchsink pre { type filter hook prerouting priority raw - 10; policy accept; }; add rule ip benchsink pre udp dport %d-%d counter drop", sinkPort, sinkPort+sinkPorts-1)); err != nil {
-		return err
-	}
+	defer cleanup()
 	d, err := startDaemon(l, fullConfig(list))
 	if err != nil {
 		return err
@@ -278,4 +265,31 @@ func prefixCost() error {
 		fmt.Sprintf("%+.1f %% median of runs (%s)", median(streamCost), fmts(streamCost, "%+.1f")), "≤ 5 % more",
 		fmt.Sprintf("by wall-clock rate %+.1f %% (%s); these packets never reach the list: the measurement's noise", median(streamCostWall), fmts(streamCostWall, "%+.1f")))
 	return nil
+}
+
+// sinkLab is the lab of the per-packet measurements: two ISPs, a list file
+// of 10 prefixes in a temporary directory, and a sink in the internet
+// namespace that counts and drops the measured UDP. cleanup removes them.
+func sinkLab() (l *lab.Lab, list string, cleanup func(), err error) {
+	l, err = lab.New(lab.Options{ISPs: 2})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	dir, err := tempDir()
+	if err != nil {
+		l.Close()
+		return nil, "", nil, err
+	}
+	cleanup = func() { l.Close(); os.RemoveAll(dir) }
+	list = listPath(dir)
+	if err := writeList(list, 10); err != nil {
+		cleanup()
+		return nil, "", nil, err
+	}
+	if _, err := run(l, lab.NSInternet, 10*time.Second, "nft", fmt.Sprintf(
+		"add table ip benchsink; add chain ip benchsink pre { type filter hook prerouting priority raw - 10; policy accept; }; add rule ip benchsink pre udp dport %d-%d counter drop", sinkPort, sinkPort+sinkPorts-1)); err != nil {
+		cleanup()
+		return nil, "", nil, err
+	}
+	return l, list, cleanup, nil
 }
