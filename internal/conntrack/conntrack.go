@@ -98,18 +98,9 @@ func (c *Cleaner) DeleteByMarkFamily(mark, mask uint32, family int) error {
 	if c.conn == nil {
 		return errors.New("conntrack: cleaner is closed")
 	}
-	// The mask is always sent with the mark, even where the kernel would
-	// default it: some kernels only filter a flush when both are present.
-	// Without a family the kernel matches IPv4 and IPv6.
-	filter := ct.NewFilter().Mark(mark).MarkMask(mask)
-	switch family {
-	case 0:
-	case 4:
-		filter = filter.Family(netfilter.ProtoIPv4)
-	case 6:
-		filter = filter.Family(netfilter.ProtoIPv6)
-	default:
-		return fmt.Errorf("conntrack: family %d: want 4, 6 or 0 (both)", family)
+	filter, err := markFilter(mark, mask, family)
+	if err != nil {
+		return err
 	}
 	if err := c.conn.FlushFilter(filter); err != nil {
 		return fmt.Errorf("conntrack: delete entries with mark %#x/%#x: %w%s", mark, mask, err, hint(err))
@@ -211,4 +202,22 @@ func kernelAtLeast(release string, major, minor int) (bool, error) {
 		return false, fmt.Errorf("cannot read kernel release %q", release)
 	}
 	return maj > major || maj == major && mnr >= minor, nil
+}
+
+// markFilter selects the entries with mark under mask, of one family (4
+// or 6) or of both (0). The mask is always sent with the mark, even where
+// the kernel would default it: some kernels only filter a flush when both
+// are present. Without a family the kernel matches IPv4 and IPv6.
+func markFilter(mark, mask uint32, family int) (ct.Filter, error) {
+	filter := ct.NewFilter().Mark(mark).MarkMask(mask)
+	switch family {
+	case 0:
+	case 4:
+		filter = filter.Family(netfilter.ProtoIPv4)
+	case 6:
+		filter = filter.Family(netfilter.ProtoIPv6)
+	default:
+		return filter, fmt.Errorf("conntrack: family %d: want 4, 6 or 0 (both)", family)
+	}
+	return filter, nil
 }

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 
 	ct "github.com/ti-mo/conntrack"
-	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,15 +70,9 @@ func (c *Cleaner) DeleteSelected(mark, mask uint32, family int, sels []Selector)
 			return 0, fmt.Errorf("conntrack: selector %+v selects every connection of its protocol, or of every protocol", s)
 		}
 	}
-	filter := ct.NewFilter().Mark(mark).MarkMask(mask)
-	switch family {
-	case 0:
-	case 4:
-		filter = filter.Family(netfilter.ProtoIPv4)
-	case 6:
-		filter = filter.Family(netfilter.ProtoIPv6)
-	default:
-		return 0, fmt.Errorf("conntrack: family %d: want 4, 6 or 0 (both)", family)
+	filter, err := markFilter(mark, mask, family)
+	if err != nil {
+		return 0, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
