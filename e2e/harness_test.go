@@ -159,23 +159,16 @@ func (r *router) cli(args ...string) (string, error) {
 	return string(out), err
 }
 
-// pastEvents returns the daemon's last n events. events follows the stream
-// until stopped; what it printed in a second is the past.
-func (r *router) pastEvents(n int) []control.Event {
+// recentEvents returns the daemon's recent events (the last 50, as
+// status --json carries them), oldest first: one request, nothing to wait
+// for.
+func (r *router) recentEvents() []control.Event {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	out, _ := r.lab.Exec(ctx, lab.NSRouter, multiwanBin, "events", "-c", r.cfg, "--past", fmt.Sprint(n), "--json")
-	var evs []control.Event
-	dec := json.NewDecoder(strings.NewReader(string(out)))
-	for dec.More() {
-		var e control.Event
-		if dec.Decode(&e) != nil {
-			break
-		}
-		evs = append(evs, e)
+	var st struct {
+		Events []control.Event `json:"events"`
 	}
-	return evs
+	r.statusInto(&st)
+	return st.Events
 }
 
 // switchedAt returns when the kernel started sending policy's new
@@ -183,7 +176,7 @@ func (r *router) pastEvents(n int) []control.Event {
 // published once the apply succeeded.
 func (r *router) switchedAt(policy, to string, since time.Time) time.Time {
 	r.t.Helper()
-	for _, e := range r.pastEvents(200) {
+	for _, e := range r.recentEvents() {
 		if e.Kind == "switch" && e.Policy == policy && e.To == to && e.Time.After(since) {
 			return e.Time
 		}

@@ -98,7 +98,7 @@ func TestJitteryPathNotDown(t *testing.T) {
 func stateChanges(r *router, since time.Time) []string {
 	r.t.Helper()
 	var out []string
-	for _, e := range r.pastEvents(1000) {
+	for _, e := range r.recentEvents() {
 		if e.Kind == "state" && e.Time.After(since) {
 			out = append(out, fmt.Sprintf("%s %s→%s", e.WAN, e.From, e.To))
 		}

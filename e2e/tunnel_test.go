@@ -19,7 +19,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -34,6 +33,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/multiwan/multiwan/internal/control"
 	"github.com/multiwan/multiwan/internal/lab"
 )
 
@@ -444,22 +444,8 @@ func TestSeed004(t *testing.T) {
 		breaks(t, 3, func() error { return l.CutUpstream(3) }, func() error { return l.RestoreUpstream(3) },
 			"underlay starlink3 down")
 		t.Logf("starlink3 had %d conntrack entries (the outer flow) before the cut", outerBefore)
-		var events []struct {
-			Kind, WAN, To, Cause string
-		}
-		out, err := r.cli("events", "--past", "200", "--json")
-		_ = err // events follows until killed by cli's timeout; what it printed is enough
-		dec := json.NewDecoder(strings.NewReader(out))
-		for dec.More() {
-			var e struct {
-				Kind, WAN, To, Cause string
-			}
-			if dec.Decode(&e) != nil {
-				break
-			}
-			events = append(events, e)
-		}
-		if !slices.ContainsFunc(events, func(e struct{ Kind, WAN, To, Cause string }) bool {
+		events := r.recentEvents()
+		if !slices.ContainsFunc(events, func(e control.Event) bool {
 			return e.Kind == "state" && e.WAN == "wg3" && e.To == "down"
 		}) {
 			t.Errorf("no event for wg3 down in %d events", len(events))
