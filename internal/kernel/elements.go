@@ -45,14 +45,13 @@ type elementChange struct {
 	elements []element
 }
 
-// element is one encoded element: its key, whether it ends an interval,
-// and its verdict (none for an interval's end).
+// element is one encoded element: its key, whether it ends an interval
+// (and so has no verdict), and its verdict.
 type element struct {
-	key       []byte
-	end       bool
-	verdict   int32 // NF_ACCEPT, NF_DROP, NFT_GOTO, ...
-	chain     string
-	noVerdict bool
+	key     []byte
+	end     bool
+	verdict int32 // NF_ACCEPT, NF_DROP, NFT_GOTO, ...
+	chain   string
 }
 
 // elementChanges encodes the sets of to whose elements differ from from's,
@@ -98,7 +97,7 @@ func encodeElements(s plan.Set) ([]element, error) {
 			}
 			el.key = binary.BigEndian.AppendUint32(nil, lo)
 			out = append(out, el,
-				element{key: binary.BigEndian.AppendUint32(nil, hi+1), end: true, noVerdict: true})
+				element{key: binary.BigEndian.AppendUint32(nil, hi+1), end: true})
 		case s.TypeOf == "meta nfproto" && !interval:
 			proto := map[string]byte{"ipv4": unix.NFPROTO_IPV4, "ipv6": unix.NFPROTO_IPV6}
 			b, ok := proto[e.Key]
@@ -216,19 +215,18 @@ func (w *elementWriter) batch(changes []elementChange) ([]netlink.Message, error
 					})
 					if e.end {
 						el.Uint32(unix.NFTA_SET_ELEM_FLAGS, unix.NFT_SET_ELEM_INTERVAL_END)
+						return nil
 					}
-					if !e.noVerdict {
-						el.Nested(unix.NFTA_SET_ELEM_DATA, func(d *netlink.AttributeEncoder) error {
-							d.Nested(unix.NFTA_DATA_VERDICT, func(v *netlink.AttributeEncoder) error {
-								v.Int32(unix.NFTA_VERDICT_CODE, e.verdict)
-								if e.chain != "" {
-									v.String(unix.NFTA_VERDICT_CHAIN, e.chain)
-								}
-								return nil
-							})
+					el.Nested(unix.NFTA_SET_ELEM_DATA, func(d *netlink.AttributeEncoder) error {
+						d.Nested(unix.NFTA_DATA_VERDICT, func(v *netlink.AttributeEncoder) error {
+							v.Int32(unix.NFTA_VERDICT_CODE, e.verdict)
+							if e.chain != "" {
+								v.String(unix.NFTA_VERDICT_CHAIN, e.chain)
+							}
 							return nil
 						})
-					}
+						return nil
+					})
 					return nil
 				})
 			}

@@ -41,8 +41,6 @@ type NFT struct {
 	// (elements.go); nil with a knftables.Fake, and then every change
 	// takes the nft path.
 	writeElements func([]elementChange) error
-	// fast counts the applies that took the in-process path, for tests.
-	fast int
 	// via says how the last Apply reached the kernel (Via).
 	via string
 }
@@ -105,7 +103,6 @@ func (n *NFT) Apply(ctx context.Context, t *plan.Table) error {
 			err = n.recorded(func() error { return n.writeElements(changes) })
 			if err == nil {
 				n.last = cloneTable(t)
-				n.fast++
 				n.via = "netlink"
 				return nil
 			}
