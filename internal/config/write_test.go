@@ -32,4 +32,3 @@ func TestQuote(t *testing.T) {
 		}
 	}
 }
-
