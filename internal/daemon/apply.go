@@ -166,6 +166,28 @@ type repairState struct {
 	count   int // repairs that put something back, since start
 	last    string
 	lastTS  time.Time
+	// routesBack is when a repair last put back rules or routes someone
+	// else removed (see probeBlind).
+	routesBack time.Time
+}
+
+// blindWindow bounds how long before a routing repair a failed probe round
+// is taken for a consequence of the removal rather than of the uplink: the
+// removal's notice, the repair's own reading of the kernel and its apply
+// take ~100–300 ms.
+const blindWindow = time.Second
+
+// probeBlind reports whether a round judged at judged failed because
+// multiwan's own rules or routes were missing: probes leave by the WAN's
+// mark and table, and while someone else's `ip route flush table 101`
+// stands they fail at send, whatever the uplink does. Such rounds, judged
+// before the routing repair that put the state back, are not evidence:
+// with fast confirmation three of them fit in the repair's window and
+// would take the WAN down, and its cleanup would cut every connection on
+// it.
+func (d *Daemon) probeBlind(judged time.Time) bool {
+	back := d.repair.routesBack
+	return !judged.IsZero() && !back.IsZero() && !judged.After(back) && back.Sub(judged) < blindWindow
 }
 
 // requestRepair notes that state of kind was removed (what says how): it
@@ -247,6 +269,7 @@ func (d *Daemon) repairKind(ctx context.Context, kind string) {
 			return
 		}
 		what = fmt.Sprintf("%s (%d rules, %d routes put back)", what, c.RulesAdded, c.RoutesAdded)
+		r.routesBack = time.Now()
 	}
 	r.count++
 	d.opt.Metrics.Repaired(kind)

@@ -214,6 +214,10 @@ func (d *Daemon) observe(ctx context.Context, r proberRound) {
 	if tr == nil {
 		return
 	}
+	if d.probeBlind(r.Judged) && !r.Round.Good(tr.Reliability()) {
+		d.log.Debug("probe round ignored: judged while multiwan's rules or routes were missing", "wan", r.key, "round", r.Seq)
+		return
+	}
 	t, changed := tr.Observe(r.Round, d.opt.Now())
 	wan, family := splitKey(r.key)
 	d.opt.Metrics.Round(wan, family, r.Round)

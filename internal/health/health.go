@@ -141,6 +141,9 @@ func NewTracker(wan string, p config.Probe, now time.Time) *Tracker {
 	return &Tracker{wan: wan, p: p, state: plan.StateUnknown, since: now, carrier: true}
 }
 
+// Reliability is how many targets must answer for a round to be good.
+func (t *Tracker) Reliability() int { return t.p.Reliability }
+
 // Status returns the current state and statistics.
 func (t *Tracker) Status() Status {
 	return Status{State: t.state, Since: t.since, RTT: t.st.rtt, Loss: t.st.loss, Carrier: t.carrier, LastRound: t.last}
