@@ -43,9 +43,9 @@ const (
 // timings is what one setting's cycles measured.
 type timings struct {
 	failover, recovery []time.Duration
-	// judgedToLoop and loopToApplied come from the daemon's debug log, one
+	// judgedToLoop and loopToKernel come from the daemon's debug log, one
 	// per decision (down and up).
-	judgedToLoop, loopToApplied []time.Duration
+	judgedToLoop, loopToKernel []time.Duration
 }
 
 // failoverAndRecovery cuts ISP1's upstream *cuts times and restores it,
@@ -74,7 +74,7 @@ func failoverAndRecovery(setting, probe, interval string, failTarget, recTarget 
 		note = "client: one connection at a time, 100ms give-up (earlier method)"
 	}
 	if len(tm.judgedToLoop) > 0 {
-		note += fmt.Sprintf("; round judged → loop p50 %s, loop → kernel p50 %s", ms(pct(tm.judgedToLoop, 50)), ms(pct(tm.loopToApplied, 50)))
+		note += fmt.Sprintf("; round judged → loop p50 %s, loop → kernel p50 %s", ms(pct(tm.judgedToLoop, 50)), ms(pct(tm.loopToKernel, 50)))
 	}
 	add("failover, "+setting+" (cut → first new connection via isp2)", dist(tm.failover), failTarget, note)
 	add("recovery, "+setting+" (restore → first new connection via isp1)", dist(tm.recovery), recTarget, "")
@@ -132,12 +132,12 @@ func cutCycles(l *lab.Lab, probe string, interval time.Duration, n int, tm *timi
 	}
 	for _, m := range decisionRe.FindAllStringSubmatch(d.proc.Output(), -1) {
 		tm.judgedToLoop = append(tm.judgedToLoop, parseDur(m[1]))
-		tm.loopToApplied = append(tm.loopToApplied, parseDur(m[2]))
+		tm.loopToKernel = append(tm.loopToKernel, parseDur(m[2]))
 	}
 	return nil
 }
 
-var decisionRe = regexp.MustCompile(`msg="health decision" wan=isp1 .*judged_to_loop=(\S+) loop_to_applied=(\S+)`)
+var decisionRe = regexp.MustCompile(`msg="health decision" wan=isp1 .*judged_to_loop=(\S+) loop_to_kernel=(\S+)`)
 
 func parseDur(s string) time.Duration {
 	d, _ := time.ParseDuration(s)

@@ -26,7 +26,7 @@ var (
 	multiwanBin = flag.String("multiwan", "bin/multiwan", "the multiwan binary")
 	cuts        = flag.Int("cuts", 10, "upstream cuts per failover measurement")
 	soak        = flag.Duration("soak", 60*time.Second, "how long to watch for false alarms at 5% loss, and to measure footprint")
-	toggles     = flag.Int("toggles", 200, "override switches for the decision → kernel measurement")
+	toggles     = flag.Int("toggles", 1000, "override switches for the decision → kernel measurement")
 	runs        = flag.Int("runs", 3, "runs of each side for the throughput and prefix-cost comparisons (median reported)")
 	method      = flag.String("method", "tries", "how the client sees a switch: tries (a new connection every 10ms, several in flight, the first answer wins) or serial (one at a time, each giving up after 100ms: the method of runs before 2026-11)")
 	only        = flag.String("only", "", "comma-separated measurements to run, of: "+strings.Join(measurementNames(), ", ")+" (default: all)")

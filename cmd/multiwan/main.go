@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -204,6 +205,15 @@ func runDaemon(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "multiwan run: --log-level: %v\n", err)
 		return 2
 	}
+	// One processor, unless GOMAXPROCS says otherwise. The daemon's work
+	// is short steps on one goroutine at a time (a probe round, a
+	// decision, a notification), a small fraction of a core in all; with
+	// a second processor, every netlink notification the kernel sends
+	// during a switch (to the nft and rule watchers) wakes another CPU,
+	// which costs a decision more than it saves (README: Benchmarks).
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 	// Under systemd, lines the journal reads: priority prefix, no time.
 	journal := false
 	if f, ok := stderr.(*os.File); ok {
@@ -260,7 +270,7 @@ func runDaemon(args []string, stderr io.Writer) int {
 	var runner hooks.Runner
 	m := metrics.New(nil)
 	runner.Done = m.HookRan
-	log.Info("multiwan starting", "config", cfg.File, "wans", len(cfg.WANs), "socket", srv.Path())
+	log.Info("multiwan starting", "config", cfg.File, "wans", len(cfg.WANs), "socket", srv.Path(), "procs", runtime.GOMAXPROCS(0))
 	d := daemon.New(cfg, daemon.Options{
 		Log:        log,
 		Kernel:     k,

@@ -18,38 +18,42 @@ import (
 // the kernel was last given (or when force or an earlier failure says the
 // kernel cannot be trusted to have it). Health transitions trs are logged,
 // published and handed to hooks whatever happens next: they did happen.
+// That, and all else that is not the kernel's (gaps in the config, the
+// resolver list), is done once the kernel has the plan, or failed to take
+// it: the time from a decision to the kernel is planning and applying
+// alone.
 //
 // Success is decided at the end (kube-proxy's habit): any failure leaves
 // the daemon believing nothing about the kernel — the caches are dropped,
 // the next sync applies everything, and a retry is scheduled with backoff.
 // What followed an apply (conntrack cleanup, switch events and hooks)
 // happens only once the kernel really changed, so it happens exactly once.
-func (d *Daemon) sync(ctx context.Context, why string, trs []health.Transition, force bool) (err error) {
+func (d *Daemon) sync(ctx context.Context, why string, trs []health.Transition, force bool) error {
 	defer d.publishStatus()
+	decided := time.Now()
+	desired := plan.Plan(d.cfg, d.health(), d.links, d.override)
+	d.planned = desired
+	apply := force || d.dirty || d.applied == nil || !desired.SameKernelState(d.applied)
+	var err error
+	var took time.Duration
+	if apply {
+		if err = d.opt.Kernel.Apply(ctx, desired, d.log); err == nil {
+			d.kernelAt = time.Now()
+			took = d.kernelAt.Sub(decided)
+		}
+	}
 	for _, tr := range trs {
 		d.transition(ctx, tr)
 	}
 	d.checkNotes()
-	decided := time.Now()
-	desired := plan.Plan(d.cfg, d.health(), d.links, d.override)
-	d.planned = desired
 	d.resolvers(ctx, desired, why)
-	text := desired.String()
-	var took time.Duration
-	if force || d.dirty || text != d.text {
-		success := false
-		defer func() {
-			if !success {
-				d.applyFailed(why, err)
-			}
-		}()
-		if err := d.opt.Kernel.Apply(ctx, desired, d.log); err != nil {
-			return err
-		}
-		success = true
-		took = time.Since(decided)
+	if err != nil {
+		d.applyFailed(why, err)
+		return err
+	}
+	if apply {
 		d.opt.Metrics.Applied(took)
-		d.text, d.dirty = text, false
+		d.dirty = false
 		d.compactDue = true
 		d.applySucceeded()
 	}
@@ -88,7 +92,7 @@ type retryState struct {
 // full retry.
 func (d *Daemon) applyFailed(why string, err error) {
 	d.opt.Kernel.Invalidate()
-	d.text, d.dirty = "", true
+	d.dirty = true
 	d.opt.Metrics.ApplyFailed()
 	d.scheduleRetry(err)
 	msg := oneLine(err)

@@ -200,18 +200,20 @@ type Daemon struct {
 	trackers map[string]*health.Tracker
 	links    plan.Links
 	// planned is the latest plan, applied or not; applied is the last one
-	// the kernel took without error (nil before the first); text is
-	// applied.String(), to tell a changed plan; dirty forces the next sync
-	// to apply even an unchanged plan (after a failure).
+	// the kernel took without error (nil before the first); dirty forces
+	// the next sync to apply even an unchanged plan (after a failure).
 	planned, applied *plan.Desired
-	text             string
 	dirty            bool
-	linkStates       map[string]string
-	probers          proberSet
-	retry            retryState
-	repair           repairState
-	compactDue       bool
-	runCtx           context.Context
+	// kernelAt is when the kernel last took a plan, by the real clock
+	// (lastApply is by Options.Now, for status): decisions are timed
+	// with it.
+	kernelAt   time.Time
+	linkStates map[string]string
+	probers    proberSet
+	retry      retryState
+	repair     repairState
+	compactDue bool
+	runCtx     context.Context
 	// afterInput, when set (tests), is called by the loop after it
 	// handled each input, with the input's kind.
 	afterInput func(kind string)

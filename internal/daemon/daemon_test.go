@@ -318,6 +318,35 @@ func TestForeignTableChangeIsRepaired(t *testing.T) {
 	h.consistent("after repairs")
 }
 
+// TestUnwantedRuleDeletion: the deletion of a rule the plan does not want
+// (the echo of the daemon's own move of a rule on a switch) is neither
+// repaired nor a reason to read the links again; the deletion of one it
+// wants is checked.
+func TestUnwantedRuleDeletion(t *testing.T) {
+	h := startHarness(t, testConfig)
+	var wanted plan.Rule
+	h.onLoop(func() { wanted = h.d.applied.Rules[1] })
+	wanted.SuppressPrefixLen, wanted.Comment = 0, "" // not in the kernel's notice
+	moved := wanted
+	moved.Table += 50
+	reads := func() int {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.reads
+	}
+	applies, _ := h.k.counts()
+	before := reads()
+	h.repaired(func() { h.linkEvent(links.Change{Repair: true, What: "ip rule moved", Rule: &moved}) })
+	if a, _ := h.k.counts(); a != applies || reads() != before {
+		t.Fatalf("an unwanted rule's deletion: %d applies, %d reads of the links", a-applies, reads()-before)
+	}
+	h.repaired(func() { h.linkEvent(links.Change{Repair: true, What: "ip rule wanted", Rule: &wanted}) })
+	if a, _ := h.k.counts(); a != applies+1 || reads() == before {
+		t.Fatalf("a wanted rule's deletion was not checked: %d applies, %d reads of the links", a-applies, reads()-before)
+	}
+	h.consistent("after the deletions")
+}
+
 // TestRepairBurstIsOneRepair: networkd deletes its foreign rules one by
 // one; the burst of notifications makes one repair, not one per rule (which
 // would soon look like a fight and be slowed down).

@@ -273,6 +273,7 @@ type harness struct {
 	links    plan.Links
 	cfgText  string
 	linksErr error
+	reads    int // of the links (snapshot)
 }
 
 const testConfig = `wans:
@@ -396,6 +397,7 @@ func (h *harness) stop() {
 func (h *harness) snapshot(*config.Config) (plan.Links, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.reads++
 	if h.linksErr != nil {
 		return nil, h.linksErr
 	}

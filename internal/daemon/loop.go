@@ -10,6 +10,7 @@ import (
 	"github.com/multiwan/multiwan/internal/config"
 	"github.com/multiwan/multiwan/internal/control"
 	"github.com/multiwan/multiwan/internal/health"
+	"github.com/multiwan/multiwan/internal/links"
 	"github.com/multiwan/multiwan/internal/plan"
 )
 
@@ -230,9 +231,13 @@ func (d *Daemon) observe(ctx context.Context, r proberRound) {
 	_ = d.sync(ctx, "health", []health.Transition{t}, false)
 	if !r.Judged.IsZero() {
 		// Where a switch's time goes: the prober judging the round, the
-		// loop taking it, the kernel taking the new plan.
-		d.log.Debug("health decision", "wan", wan, "round", r.Seq, "judged_to_loop", decided.Sub(r.Judged),
-			"loop_to_applied", time.Since(decided))
+		// loop taking it, the kernel taking the new plan, and what
+		// follows (conntrack cleanup, events, hooks started).
+		attrs := []any{"wan", wan, "round", r.Seq, "judged_to_loop", decided.Sub(r.Judged)}
+		if d.kernelAt.After(decided) {
+			attrs = append(attrs, "loop_to_kernel", d.kernelAt.Sub(decided))
+		}
+		d.log.Debug("health decision", append(attrs, "loop_to_done", time.Since(decided))...)
 	}
 }
 
@@ -241,19 +246,30 @@ func (d *Daemon) observe(ctx context.Context, r proberRound) {
 func (d *Daemon) linkChanges(ctx context.Context) {
 	changes, lost := d.linkBox.take()
 	var whats []string
+	news := lost
 	for _, c := range changes {
-		if c.Repair {
+		switch {
+		case !c.Repair:
+			news = true
+		case c.Rule != nil && d.applied != nil && !d.dirty && !links.RuleWanted(d.applied.Rules, *c.Rule):
+			// A rule the plan no longer wants: mostly the echo of
+			// multiwan's own move of a rule on a switch. Nothing to
+			// put back, nothing to re-read.
+			d.log.Debug("a rule the plan does not want was deleted", "rule", c.What)
+		default:
+			news = true
 			whats = append(whats, c.What)
 		}
 	}
 	if lost {
 		whats = append(whats, "link events lost")
 	}
-	if len(whats) > 0 {
+	switch {
+	case len(whats) > 0:
 		d.requestRepair(ctx, repairRouting, whats...)
-		return
+	case news:
+		d.refreshAndSync(ctx, false, "netlink event")
 	}
-	d.refreshAndSync(ctx, false, "netlink event")
 }
 
 // refreshAndSync re-reads the links, tells the trackers about carrier

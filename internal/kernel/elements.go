@@ -159,17 +159,19 @@ type elementWriter struct {
 }
 
 // write replaces the elements of every changed map in one nf_tables
-// batch: all of them change, or none.
-func (w *elementWriter) write(changes []elementChange) error {
+// batch: all of them change, or none. It returns the ruleset generation
+// the commit made, as the kernel echoed it (0 when it did not).
+func (w *elementWriter) write(changes []elementChange) (gen uint32, err error) {
 	msgs, err := w.batch(changes)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if err := w.sock.transact(msgs); err != nil {
+	gen, err = w.sock.transact(msgs)
+	if err != nil {
 		w.sock.close()
-		return err
+		return 0, err
 	}
-	return nil
+	return gen, nil
 }
 
 // batch builds the batch: for each map a flush (DELSETELEM without
@@ -189,7 +191,22 @@ func (w *elementWriter) batch(changes []elementChange) ([]netlink.Message, error
 			Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES},
 		}
 	}
-	msgs := []netlink.Message{edge(unix.NFNL_MSG_BATCH_BEGIN)}
+	// The batch opens with an "add table" of the table, which exists: a
+	// no-op that changes nothing and notifies nothing. It carries Echo
+	// because the kernel sends the commit's NEWGEN notification to the
+	// sender too when the batch's first message asks for an echo: so the
+	// generation of this very commit arrives with the answers, and its
+	// notification is known to be ours without reading the generation
+	// before and after. (Were the table gone, the batch would fail on
+	// its maps and the add be undone with the rest.)
+	table := netlink.NewAttributeEncoder()
+	table.String(unix.NFTA_TABLE_NAME, w.table)
+	attrs, err := table.Encode()
+	if err != nil {
+		return nil, err
+	}
+	msgs := []netlink.Message{edge(unix.NFNL_MSG_BATCH_BEGIN),
+		nft(unix.NFT_MSG_NEWTABLE, netlink.Request|netlink.Acknowledge|netlink.Echo, attrs)}
 	for _, c := range changes {
 		ae := netlink.NewAttributeEncoder()
 		ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, w.table)
@@ -291,10 +308,12 @@ func (s *nfSocket) close() {
 // transact sends msgs in one sendto, numbering them, and reads until
 // every message that asked for an acknowledgement got its answer. It
 // returns the first error the kernel reported (the batch is then not
-// committed: nf_tables applies all of it or nothing).
-func (s *nfSocket) transact(msgs []netlink.Message) error {
+// committed: nf_tables applies all of it or nothing), and the generation
+// of the commit when the kernel echoed its NEWGEN notification (it does
+// before the acknowledgements, when BATCH_BEGIN asks for an echo).
+func (s *nfSocket) transact(msgs []netlink.Message) (gen uint32, err error) {
 	if err := s.open(); err != nil {
-		return err
+		return 0, err
 	}
 	var out []byte
 	waiting := map[uint32]bool{}
@@ -304,38 +323,48 @@ func (s *nfSocket) transact(msgs []netlink.Message) error {
 		msgs[i].Header.Length = uint32(unix.NLMSG_HDRLEN + len(msgs[i].Data)) // the data is 4-aligned
 		b, err := msgs[i].MarshalBinary()
 		if err != nil {
-			return err
+			return 0, err
 		}
 		out = append(out, b...)
 		if msgs[i].Header.Flags&netlink.Acknowledge != 0 {
 			waiting[s.seq] = true
 		}
 	}
+	first, last := msgs[0].Header.Sequence, s.seq
 	if err := unix.Sendto(s.fd, out, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return fmt.Errorf("send: %w", err)
+		return 0, fmt.Errorf("send: %w", err)
 	}
-	var first error
+	var failed error
 	for len(waiting) > 0 {
 		n, _, err := unix.Recvfrom(s.fd, s.buf, 0)
 		if err != nil {
-			return errors.Join(first, fmt.Errorf("receive: %w", err))
+			return 0, errors.Join(failed, fmt.Errorf("receive: %w", err))
 		}
 		answers, err := syscall.ParseNetlinkMessage(s.buf[:n])
 		if err != nil {
-			return errors.Join(first, err)
+			return 0, errors.Join(failed, err)
 		}
 		for _, m := range answers {
-			if !waiting[m.Header.Seq] {
+			if m.Header.Seq-first > last-first { // outside first..last, also across a wrap
+				continue // a stale answer of an earlier, failed exchange
+			}
+			if m.Header.Type != unix.NLMSG_ERROR {
+				if ev, ok, err := decodeNFT(m.Header.Type, m.Data); err == nil && ok && ev.gen {
+					gen = ev.genID
+				}
 				continue
 			}
 			delete(waiting, m.Header.Seq)
-			if m.Header.Type != unix.NLMSG_ERROR || len(m.Data) < 4 {
+			if len(m.Data) < 4 {
 				continue
 			}
-			if errno := int32(binary.NativeEndian.Uint32(m.Data)); errno < 0 && first == nil {
-				first = unix.Errno(-errno)
+			if errno := int32(binary.NativeEndian.Uint32(m.Data)); errno < 0 && failed == nil {
+				failed = unix.Errno(-errno)
 			}
 		}
 	}
-	return first
+	if failed != nil {
+		return 0, failed
+	}
+	return gen, nil
 }

@@ -74,13 +74,18 @@ func (k *Kernel) Recheck(ctx context.Context) {
 func (k *Kernel) Ours(gen uint32) bool { return k.NFT.Ours(gen) }
 
 // New returns a Kernel that owns the nft table `inet <table>` and uses the
-// real /proc/sys. It fails when nft cannot be run.
+// real /proc/sys, in the calling thread's network namespace (its rule
+// sockets are opened here). It fails when nft cannot be run.
 func New(table string) (*Kernel, error) {
 	n, err := NewNFT(table)
 	if err != nil {
 		return nil, err
 	}
-	return &Kernel{NFT: *n}, nil
+	r, err := NewRouting()
+	if err != nil {
+		return nil, err
+	}
+	return &Kernel{NFT: *n, Routing: r}, nil
 }
 
 // Apply makes the kernel match d. The order matters: sysctls and routes

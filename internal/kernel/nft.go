@@ -38,9 +38,14 @@ type NFT struct {
 	genErr error
 
 	// writeElements writes a change of map elements alone in-process
-	// (elements.go); nil with a knftables.Fake, and then every change
-	// takes the nft path.
-	writeElements func([]elementChange) error
+	// (elements.go) and returns the generation of its commit, or 0 when
+	// the kernel did not say; nil with a knftables.Fake, and then every
+	// change takes the nft path.
+	writeElements func([]elementChange) (uint32, error)
+	// readGenerations says the kernel did not echo a commit's generation:
+	// in-process commits are then recorded by reading the generation
+	// around them, as nft's are.
+	readGenerations bool
 	// via says how the last Apply reached the kernel (Via).
 	via string
 }
@@ -100,7 +105,7 @@ func (n *NFT) Apply(ctx context.Context, t *plan.Table) error {
 			return nil
 		}
 		if err == nil {
-			err = n.recorded(func() error { return n.writeElements(changes) })
+			err = n.writeRecorded(changes)
 			if err == nil {
 				n.last = cloneTable(t)
 				n.via = "netlink"
@@ -156,10 +161,40 @@ func (n *NFT) recorded(commit func() error) error {
 		return err
 	}
 	if after == nextGeneration(before) {
-		n.ours[n.next] = after
-		n.next = (n.next + 1) % len(n.ours)
+		n.record(after)
 	}
 	return err
+}
+
+// writeRecorded writes element changes in-process and records the commit
+// as ours. The kernel echoes the commit's generation, which spares the
+// two reads around it that a commit through nft needs; on a kernel that
+// does not, the commit is not recorded (its notification costs one
+// unneeded repair) and the next ones are recorded by reading.
+func (n *NFT) writeRecorded(changes []elementChange) error {
+	if n.readGenerations || n.generation == nil {
+		return n.recorded(func() error {
+			_, err := n.writeElements(changes)
+			return err
+		})
+	}
+	gen, err := n.writeElements(changes)
+	if err != nil {
+		return err
+	}
+	if gen == 0 {
+		n.readGenerations = true
+		return nil
+	}
+	n.genErr = nil
+	n.record(gen)
+	return nil
+}
+
+// record notes generation gen as one of this adapter's commits.
+func (n *NFT) record(gen uint32) {
+	n.ours[n.next] = gen
+	n.next = (n.next + 1) % len(n.ours)
 }
 
 // nextGeneration is the generation the kernel gives the commit after the

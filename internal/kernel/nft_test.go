@@ -346,3 +346,48 @@ func TestRecheckRestoresADeletedTable(t *testing.T) {
 		t.Errorf("table not restored:\n%s", got)
 	}
 }
+
+// TestNFTOwnCommitsWithoutEcho: on a kernel that does not echo an
+// in-process commit's generation, that commit is not taken for ours (its
+// notification costs one repair), and the next ones are recorded by
+// reading the generation around them, as nft's are; with the echo, no
+// generation is read at all.
+func TestNFTOwnCommitsWithoutEcho(t *testing.T) {
+	for _, echo := range []bool{true, false} {
+		n, _ := newFakeNFT()
+		gen, reads := uint32(10), 0
+		n.generation = func() (uint32, error) { reads++; return gen, nil }
+		n.writeElements = func([]elementChange) (uint32, error) {
+			gen++
+			if echo {
+				return gen, nil
+			}
+			return 0, nil
+		}
+		table := func(addr string) *plan.Table {
+			t := sampleTable()
+			t.Sets = append(t.Sets, plan.Set{Name: "bound_4", Type: "ipv4_addr", Map: "verdict",
+				Elements: []plan.Element{{Key: addr, Value: "goto wan_isp1"}}})
+			return t
+		}
+		ctx := context.Background()
+		if err := n.Apply(ctx, table("198.51.100.2")); err != nil {
+			t.Fatal(err)
+		}
+		reads = 0
+		var gens []uint32
+		for _, addr := range []string{"198.51.100.3", "198.51.100.4", "198.51.100.5"} {
+			if err := n.Apply(ctx, table(addr)); err != nil || n.Via() != "netlink" {
+				t.Fatalf("echo %v: apply %s: %v, via %q", echo, addr, err, n.Via())
+			}
+			gens = append(gens, gen)
+		}
+		switch {
+		case echo && (reads != 0 || !n.Ours(gens[0]) || !n.Ours(gens[1]) || !n.Ours(gens[2])):
+			t.Errorf("with the echo: %d generation reads, ours %v %v %v", reads, n.Ours(gens[0]), n.Ours(gens[1]), n.Ours(gens[2]))
+		case !echo && (n.Ours(gens[0]) || !n.Ours(gens[1]) || !n.Ours(gens[2]) || reads != 4):
+			t.Errorf("without the echo: %d generation reads, ours %v %v %v; want 4 reads, the first commit not ours and the next two ours",
+				reads, n.Ours(gens[0]), n.Ours(gens[1]), n.Ours(gens[2]))
+		}
+	}
+}

@@ -261,6 +261,26 @@ func TestRootNFTOurs(t *testing.T) {
 	if c := w.next("fast update"); !n.Ours(c.Gen) || c.Deleted == false {
 		t.Errorf("own update: %+v, Ours %v", c, n.Ours(c.Gen))
 	}
+	// A change of map elements alone goes in-process, and learns its
+	// commit's generation from the kernel's echo rather than by reading
+	// it around the commit.
+	bound := func(key string) plan.Table {
+		t := labDesired(true).Table
+		t.Sets = append(t.Sets, plan.Set{Name: "bound", Type: "ipv4_addr", Map: "verdict",
+			Elements: []plan.Element{{Key: key, Value: "goto wan_isp1"}}})
+		return t
+	}
+	reshaped, moved := bound("198.51.100.2"), bound("198.51.100.66")
+	in(func() error { return n.Apply(ctx, &reshaped) })
+	w.next("a map added")
+	in(func() error { return n.Apply(ctx, &moved) })
+	if c := w.next("in-process update"); !n.Ours(c.Gen) || !strings.Contains(c.Summary, "set bound") {
+		t.Errorf("own in-process update: %+v, Ours %v", c, n.Ours(c.Gen))
+	}
+	if n.Via() != "netlink" || n.readGenerations {
+		t.Errorf("the update went by %q (reading generations: %v), want netlink with the echoed generation",
+			n.Via(), n.readGenerations)
+	}
 
 	ns.Run(t, "nft", "flush chain inet multiwan prerouting")
 	if c := w.next("foreign flush"); n.Ours(c.Gen) || !c.Deleted {

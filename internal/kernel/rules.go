@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -21,7 +22,41 @@ import (
 // delete request carries that protocol too, so the kernel itself refuses to
 // match a rule or route that is not multiwan's. The zero value is ready to
 // use.
-type Routing struct{}
+type Routing struct {
+	// nl sends rule changes over sockets opened once, in the network
+	// namespace of the thread that made it (NewRouting); nil opens a
+	// socket per request in the calling thread's namespace.
+	nl *netlink.Handle
+}
+
+// routingTimeout bounds each request on a Routing's lasting sockets: the
+// kernel answers within the send, so a longer wait means something is
+// badly wrong, and the apply fails and is retried rather than hang.
+const routingTimeout = 2 * time.Second
+
+// NewRouting returns a Routing whose rule changes go over lasting netlink
+// sockets, opened here in the calling thread's network namespace: a
+// switch moves a rule, and a socket opened and closed per request costs
+// as much again as the change itself.
+func NewRouting() (Routing, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return Routing{}, fmt.Errorf("open a netlink socket: %w", err)
+	}
+	if err := h.SetSocketTimeout(routingTimeout); err != nil {
+		h.Close()
+		return Routing{}, err
+	}
+	return Routing{nl: h}, nil
+}
+
+// link returns the handle rule changes go through.
+func (r Routing) link() *netlink.Handle {
+	if r.nl != nil {
+		return r.nl
+	}
+	return &netlink.Handle{} // a socket per request, like the package's functions
+}
 
 // dumpAttempts bounds the retries of a dump the kernel reports as
 // interrupted (the list changed while it was being read). Acting on a
@@ -77,7 +112,7 @@ type kernelRule struct {
 // never leaves a moment without a rule for a mark. Invalid desired rules
 // fail the whole call before anything is changed; errors on single rules
 // are joined and the others are still applied.
-func (Routing) ApplyRules(desired []plan.Rule) (added, deleted int, err error) {
+func (r Routing) ApplyRules(desired []plan.Rule) (added, deleted int, err error) {
 	want, err := ruleKeys(desired)
 	if err != nil {
 		return 0, 0, err
@@ -89,13 +124,13 @@ func (Routing) ApplyRules(desired []plan.Rule) (added, deleted int, err error) {
 	add, del := diffRules(want, have)
 	var errs []error
 	for _, k := range add {
-		if err := netlink.RuleAdd(k.netlink()); err != nil {
+		if err := r.link().RuleAdd(k.netlink()); err != nil {
 			errs = append(errs, fmt.Errorf("add %s: %w", k, err))
 			continue
 		}
 		added++
 	}
-	n, err := deleteRules(del)
+	n, err := r.deleteRules(del)
 	return added, n, errors.Join(append(errs, err)...)
 }
 
@@ -106,7 +141,7 @@ func (Routing) ApplyRules(desired []plan.Rule) (added, deleted int, err error) {
 // would cost more than the move. A rule already present, or already gone,
 // meets the goal; anything else someone changed behind multiwan's back is
 // found by the next full ApplyRules (a repair, or the periodic recheck).
-func (Routing) ApplyRuleChanges(from, to []plan.Rule) (added, deleted int, err error) {
+func (r Routing) ApplyRuleChanges(from, to []plan.Rule) (added, deleted int, err error) {
 	want, err := ruleKeys(to)
 	if err != nil {
 		return 0, 0, err
@@ -120,7 +155,7 @@ func (Routing) ApplyRuleChanges(from, to []plan.Rule) (added, deleted int, err e
 		if slices.Contains(have, k) {
 			continue
 		}
-		switch err := netlink.RuleAdd(k.netlink()); {
+		switch err := r.link().RuleAdd(k.netlink()); {
 		case err == nil:
 			added++
 		case errors.Is(err, unix.EEXIST):
@@ -132,7 +167,7 @@ func (Routing) ApplyRuleChanges(from, to []plan.Rule) (added, deleted int, err e
 		if slices.Contains(want, k) {
 			continue
 		}
-		switch err := netlink.RuleDel(k.netlink()); {
+		switch err := r.link().RuleDel(k.netlink()); {
 		case err == nil:
 			deleted++
 		case errors.Is(err, unix.ENOENT):
@@ -153,29 +188,29 @@ func (r Routing) RemoveAll() error {
 }
 
 // removeRules deletes every rule that is ours.
-func (Routing) removeRules() (int, error) {
+func (r Routing) removeRules() (int, error) {
 	have, err := ourRules()
 	if err != nil {
 		return 0, err
 	}
-	return deleteRules(have)
+	return r.deleteRules(have)
 }
 
-func deleteRules(rules []kernelRule) (int, error) {
+func (r Routing) deleteRules(rules []kernelRule) (int, error) {
 	var (
 		deleted int
 		errs    []error
 	)
-	for _, r := range rules {
-		r.rule.Protocol = plan.RouteProtocol
-		err := netlink.RuleDel(&r.rule)
+	for _, kr := range rules {
+		kr.rule.Protocol = plan.RouteProtocol
+		err := r.link().RuleDel(&kr.rule)
 		switch {
 		case err == nil:
 			deleted++
 		case errors.Is(err, unix.ENOENT):
 			// Already gone, e.g. removed by hand meanwhile: the goal is met.
 		default:
-			errs = append(errs, fmt.Errorf("delete %s: %w", r.key, err))
+			errs = append(errs, fmt.Errorf("delete %s: %w", kr.key, err))
 		}
 	}
 	return deleted, errors.Join(errs...)

@@ -190,6 +190,21 @@ func learnGateway(routes []netlink.Route, ifindex int, v6 bool) netip.Addr {
 type Change struct {
 	Repair bool   // something of multiwan's was removed: re-apply even if the plan did not change
 	What   string // for a repair: e.g. "ip rule 1101 deleted", "route default table 101 deleted"; empty otherwise
+	// Rule is the rule of multiwan's that was deleted, when that is what
+	// the change is: a caller whose plan does not want it (multiwan
+	// itself just moved it on a switch) has nothing to put back.
+	// SuppressPrefixLen and Comment are left zero (see RuleWanted).
+	Rule *plan.Rule
+}
+
+// RuleWanted reports whether rules hold deleted, comparing the fields the
+// kernel reports of a deleted rule (all but SuppressPrefixLen and
+// Comment).
+func RuleWanted(rules []plan.Rule, deleted plan.Rule) bool {
+	return slices.ContainsFunc(rules, func(r plan.Rule) bool {
+		r.SuppressPrefixLen, r.Comment = deleted.SuppressPrefixLen, deleted.Comment
+		return r == deleted
+	})
 }
 
 // whatLost is the What of a repair after a broken subscription.
@@ -275,7 +290,11 @@ func watchOnce(ctx context.Context, changed func(c Change)) error {
 		case r := <-ruleCh:
 			// Only deletions of ours are sent: someone else's rules do
 			// not affect the plan, and our additions are ours.
-			changed(Change{Repair: true, What: r.String()})
+			c := Change{Repair: true, What: r.String()}
+			if pr, ok := r.planRule(); ok {
+				c.Rule = &pr
+			}
+			changed(c)
 		}
 	}
 }

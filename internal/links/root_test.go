@@ -8,12 +8,14 @@ package links
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/multiwan/multiwan/internal/lab/nstest"
+	"github.com/multiwan/multiwan/internal/plan"
 )
 
 func TestMain(m *testing.M) { nstest.Main(m) }
@@ -88,20 +90,29 @@ func (w *watch) drain() {
 	}
 }
 
-// repairs collects the repairs reported within d.
+// repairs says what the repairs reported within d were.
 func (w *watch) repairs(d time.Duration) []string {
 	var whats []string
+	for _, c := range w.changesWithin(d) {
+		whats = append(whats, c.What)
+	}
+	return whats
+}
+
+// changesWithin collects the repairs reported within d.
+func (w *watch) changesWithin(d time.Duration) []Change {
+	var out []Change
 	deadline := time.After(d)
 	for {
 		select {
 		case c := <-w.changes:
 			if c.Repair {
-				whats = append(whats, c.What)
+				out = append(out, c)
 			} else if c.What != "" {
 				w.t.Errorf("a change that is no repair says %q", c.What)
 			}
 		case <-deadline:
-			return whats
+			return out
 		}
 	}
 }
@@ -118,10 +129,40 @@ func TestRootWatchRules(t *testing.T) {
 
 	ns.Run(t, "ip", "rule", "del", "priority", "1101")
 	ns.Run(t, "ip", "-6", "rule", "del", "priority", "1201")
-	got := w.repairs(time.Second)
-	want := []string{"ip rule 1101 deleted (fwmark 0x100/0xff00 lookup 101)", "ip -6 rule 1201 deleted (from 2001:db8:1::/48 lookup 102)"}
+	ns.Run(t, "ip", "rule", "add", "priority", "1300", "fwmark", "0x300/0x7f00", "unreachable", "protocol", "77")
+	ns.Run(t, "ip", "rule", "del", "priority", "1300")
+	var got []string
+	var deleted []plan.Rule
+	for _, c := range w.changesWithin(time.Second) {
+		got = append(got, c.What)
+		if c.Rule == nil {
+			t.Errorf("%q: no rule", c.What)
+			continue
+		}
+		deleted = append(deleted, *c.Rule)
+	}
+	want := []string{"ip rule 1101 deleted (fwmark 0x100/0xff00 lookup 101)",
+		"ip -6 rule 1201 deleted (from 2001:db8:1::/48 lookup 102)", "ip rule 1300 deleted (fwmark 0x300/0x7f00 unreachable)"}
 	if !slices.Equal(got, want) {
 		t.Errorf("repairs %q, want %q", got, want)
+	}
+	// The deleted rules as a plan has them (SuppressPrefixLen and
+	// comments are not in the kernel's message): RuleWanted finds each in
+	// a plan's rules, and not once its table differs.
+	planned := []plan.Rule{
+		{Family: 4, Priority: 1101, Mark: 0x100, Mask: 0xff00, Action: "lookup", Table: 101, SuppressPrefixLen: -1, Comment: "isp1"},
+		{Family: 6, Priority: 1201, Src: netip.MustParsePrefix("2001:db8:1::/48"), Action: "lookup", Table: 102, SuppressPrefixLen: -1},
+		{Family: 4, Priority: 1300, Mark: 0x300, Mask: 0x7f00, Action: "unreachable", SuppressPrefixLen: -1},
+	}
+	for i, r := range deleted {
+		if !RuleWanted(planned, r) {
+			t.Errorf("deleted rule %+v not found among the planned ones", r)
+		}
+		moved := slices.Clone(planned)
+		moved[i].Table++
+		if RuleWanted(moved, r) {
+			t.Errorf("deleted rule %+v found among planned ones that differ", r)
+		}
 	}
 
 	ns.Run(t, "ip", "rule", "del", "priority", "500")

@@ -121,6 +121,31 @@ func (r ruleEvent) String() string {
 	return b.String()
 }
 
+// planRule returns the rule as a plan.Rule, so that it can be looked for
+// among the rules a plan wants; false for an action multiwan never uses.
+// SuppressPrefixLen and Comment are not told by the kernel's message and
+// are left zero.
+func (r ruleEvent) planRule() (plan.Rule, bool) {
+	pr := plan.Rule{Family: 4, Priority: int(r.priority), Src: r.src}
+	if r.family == unix.AF_INET6 {
+		pr.Family = 6
+	}
+	if r.hasMark {
+		pr.Mark, pr.Mask = r.mark, r.mask
+	}
+	switch r.action {
+	case unix.FR_ACT_TO_TBL:
+		pr.Action, pr.Table = "lookup", int(r.table)
+	case unix.FR_ACT_BLACKHOLE:
+		pr.Action = "blackhole"
+	case unix.FR_ACT_UNREACHABLE:
+		pr.Action = "unreachable"
+	default:
+		return plan.Rule{}, false
+	}
+	return pr, true
+}
+
 // subscribeRules sends every deletion of one of multiwan's rules, in both
 // families, to ch until done is closed. A failure of the subscription,
 // including lost notifications (ENOBUFS) and a message that cannot be

@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -339,4 +340,31 @@ func (d *Desired) String() string {
 		}
 	}
 	return b.String()
+}
+
+// SameKernelState reports whether d and o ask the same of the kernel: the
+// same table, rules, routes and sysctls. It is what comparing their
+// String forms tells, without rendering them: the daemon asks it on every
+// decision, before it may apply.
+func (d *Desired) SameKernelState(o *Desired) bool {
+	return d.Table.Equal(&o.Table) && slices.Equal(d.Rules, o.Rules) && slices.Equal(d.Routes, o.Routes) &&
+		slices.Equal(d.Sysctls, o.Sysctls)
+}
+
+// Equal reports whether t and o are the same table, field by field.
+func (t *Table) Equal(o *Table) bool {
+	return t.Family == o.Family && t.Name == o.Name && slices.Equal(t.Counters, o.Counters) &&
+		slices.EqualFunc(t.Sets, o.Sets, Set.Equal) && slices.EqualFunc(t.Chains, o.Chains, Chain.Equal)
+}
+
+// Equal reports whether s and o are the same set, elements included.
+func (s Set) Equal(o Set) bool {
+	return s.Name == o.Name && s.Type == o.Type && s.TypeOf == o.TypeOf && s.Map == o.Map && s.Comment == o.Comment &&
+		slices.Equal(s.Flags, o.Flags) && slices.Equal(s.Elements, o.Elements)
+}
+
+// Equal reports whether c and o are the same chain, rules included.
+func (c Chain) Equal(o Chain) bool {
+	return c.Name == o.Name && c.Type == o.Type && c.Hook == o.Hook && c.Priority == o.Priority &&
+		c.Comment == o.Comment && c.Terminal == o.Terminal && slices.Equal(c.Rules, o.Rules)
 }

@@ -3,6 +3,7 @@ package plan
 import (
 	"flag"
 	"math"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -567,5 +568,80 @@ func TestSurprisingLinks(t *testing.T) {
 				t.Fatal("no table")
 			}
 		})
+	}
+}
+
+// TestSameKernelState: SameKernelState, which the daemon asks on every
+// decision instead of rendering plans, tells exactly what comparing the
+// rendered plans tells, over every example and every combination of
+// health states, overrides and link addresses drawn at random.
+func TestSameKernelState(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "examples", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples (%v)", err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	states := []State{StateUp, StateDown, StateDegraded, StateUnknown}
+	for _, f := range files {
+		cfg := load(t, filepath.Base(f))
+		var plans []*Desired
+		for range 30 {
+			h := Health{}
+			for _, w := range cfg.WANs {
+				h[w.Name] = states[rng.IntN(len(states))]
+			}
+			override := ""
+			if rng.IntN(3) == 0 {
+				override = cfg.WANs[rng.IntN(len(cfg.WANs))].Name
+			}
+			links := upLinks(cfg, "198.18.1.2/24", "198.18.2.2/24", "198.18.3.2/24", "198.18.4.2/24")
+			if rng.IntN(3) == 0 {
+				links = upLinks(cfg)
+			}
+			plans = append(plans, Plan(cfg, h, links, override))
+		}
+		same := 0
+		for i, a := range plans {
+			for _, b := range plans[i:] {
+				text := a.String() == b.String()
+				if got := a.SameKernelState(b); got != text {
+					t.Fatalf("%s: SameKernelState %v, rendered plans equal %v:\n%s\n---\n%s", f, got, text, a, b)
+				}
+				if text {
+					same++
+				}
+			}
+		}
+		if same <= len(plans) || same == len(plans)*(len(plans)+1)/2 {
+			t.Errorf("%s: %d equal pairs of %d plans: the draw tells nothing", f, same, len(plans))
+		}
+	}
+}
+
+// TestSameKernelStateEachPart: a change in any one part of a plan is seen.
+func TestSameKernelStateEachPart(t *testing.T) {
+	cfg := load(t, "seed000-dual-wan-failover.yaml")
+	links := upLinks(cfg, "198.18.1.2/24", "198.18.2.2/24")
+	changes := map[string]func(d *Desired){
+		"a rule":         func(d *Desired) { d.Rules[len(d.Rules)-1].Table++ },
+		"a route":        func(d *Desired) { d.Routes[0].Dev += "x" },
+		"a sysctl":       func(d *Desired) { d.Sysctls[0].Value += "1" },
+		"an element":     func(d *Desired) { d.Table.Sets[0].Elements[0].Value += "x" },
+		"a chain's rule": func(d *Desired) { d.Table.Chains[0].Rules[0] += " counter" },
+		"a set's flags":  func(d *Desired) { d.Table.Sets[0].Flags = append(d.Table.Sets[0].Flags, "interval") },
+		"a counter":      func(d *Desired) { d.Table.Counters = append(d.Table.Counters, "c") },
+	}
+	for what, change := range changes {
+		a, b := Plan(cfg, allUp(cfg), links, ""), Plan(cfg, allUp(cfg), links, "")
+		if !a.SameKernelState(b) {
+			t.Fatal("two plans of the same inputs differ")
+		}
+		change(b)
+		if a.SameKernelState(b) || b.SameKernelState(a) {
+			t.Errorf("%s changed, not seen", what)
+		}
+		if a.String() == b.String() {
+			t.Errorf("%s changed, and the rendered plans are the same: the test changes nothing", what)
+		}
 	}
 }
