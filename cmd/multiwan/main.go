@@ -211,6 +211,9 @@ func runDaemon(args []string, stderr io.Writer) int {
 	// a second processor, every netlink notification the kernel sends
 	// during a switch (to the nft and rule watchers) wakes another CPU,
 	// which costs a decision more than it saves (README: Benchmarks).
+	// Probe answers are timed by the kernel and read once more before a
+	// round is judged, so a long step (a reload of a big list) delays
+	// their reading without making them late.
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
 	}

@@ -131,6 +131,10 @@ func (d *dialTransport) close() {
 	d.wg.Wait()
 }
 
+// poll has nothing to take: a dialed probe's outcome is known only to
+// its own goroutine, which times it where the connection completes.
+func (d *dialTransport) poll(func(event)) {}
+
 type dialFunc func(ctx context.Context, network, address string) (net.Conn, error)
 
 // probeTCP succeeds when a connection is established.

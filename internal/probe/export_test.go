@@ -52,6 +52,7 @@ type recordingTransport struct{ sent []*flight }
 
 func (r *recordingTransport) send(f *flight) error { r.sent = append(r.sent, f); return nil }
 func (r *recordingTransport) close()               {}
+func (r *recordingTransport) poll(func(event))     {}
 
 type answer struct {
 	at time.Time

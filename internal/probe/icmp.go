@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -83,6 +84,9 @@ type icmpSocket struct {
 	conn *net.IPConn
 	rc   syscall.RawConn
 	done chan struct{}
+	// pollBuf and pollOOB are poll's buffers (the reader has its own).
+	pollBuf []byte
+	pollOOB []byte
 }
 
 // newICMPTransport opens the sockets of the families asked for. When it
@@ -150,7 +154,66 @@ func openICMP(v6 bool, mark uint32, id uint16, ns nsFunc) (*icmpSocket, error) {
 		conn.Close()
 		return nil, err
 	}
-	return &icmpSocket{v6: v6, conn: conn, rc: rc, done: make(chan struct{})}, nil
+	// The kernel stamps each reply with its arrival time (see
+	// arrival). Without (a kernel before 5.1), the time of the read
+	// serves.
+	rc.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS_NEW, 1)
+	})
+	return &icmpSocket{v6: v6, conn: conn, rc: rc, done: make(chan struct{}),
+		pollBuf: make([]byte, readBuf), pollOOB: make([]byte, oobBuf)}, nil
+}
+
+// oobBuf holds the control data of one read: the arrival time.
+const oobBuf = 64
+
+// recv reads one datagram from fd (flags: 0, or MSG_DONTWAIT), and says
+// where it came from (IPv6 only: the kernel strips the IPv6 header) and
+// when the kernel received it.
+func (s *icmpSocket) recv(fd uintptr, buf, oob []byte, flags int) (n int, from unix.Sockaddr, at time.Time, err error) {
+	var oobn int
+	if s.v6 {
+		n, oobn, _, from, err = unix.Recvmsg(int(fd), buf, oob, flags)
+	} else {
+		n, oobn, err = rawRecvmsg(fd, buf, oob, flags)
+	}
+	if err != nil {
+		return 0, nil, time.Time{}, err
+	}
+	return n, from, arrival(oob[:oobn], time.Now()), nil
+}
+
+// maxStampAge bounds how far back a kernel timestamp may place an
+// arrival; anything older (or in the future) means the wall clock was
+// stepped between the arrival and the read, and the read's time serves.
+const maxStampAge = 10 * time.Second
+
+// arrival returns when the kernel received the datagram whose control
+// data is oob, on now's monotonic clock: the kernel stamps with the wall
+// clock, so the stamp's age by the wall clock is taken off now. Without a
+// stamp it returns now. Taking the time from the kernel rather than from
+// the read is what lets an answer that came in time count as in time when
+// the process was busy and read it late.
+func arrival(oob []byte, now time.Time) time.Time {
+	for len(oob) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(unsafe.SliceData(oob)))
+		l := int(h.Len)
+		if l < unix.SizeofCmsghdr || l > len(oob) {
+			return now
+		}
+		data := oob[unix.CmsgLen(0):l]
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SO_TIMESTAMPNS_NEW && len(data) >= 16 {
+			sec := int64(binary.NativeEndian.Uint64(data))
+			nsec := int64(binary.NativeEndian.Uint64(data[8:]))
+			age := now.Round(0).Sub(time.Unix(sec, nsec))
+			if age < 0 || age > maxStampAge {
+				return now
+			}
+			return now.Add(-age)
+		}
+		oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
+	}
+	return now
 }
 
 // filterSocket makes the kernel drop what is not an echo reply with our
@@ -302,22 +365,18 @@ func (s *icmpSocket) ifindex(zone string) (uint32, error) {
 }
 
 // read passes echo replies with our identifier to the scheduler until the
-// socket is closed. The arrival time is taken here, right after the read.
+// socket is closed, each with the time the kernel received it.
 func (t *icmpTransport) read(s *icmpSocket, events chan<- event) {
 	defer close(s.done)
 	buf := make([]byte, readBuf)
+	oob := make([]byte, oobBuf)
 	for {
 		var n int
 		var from unix.Sockaddr
+		var at time.Time
 		var rerr error
 		err := s.rc.Read(func(fd uintptr) bool {
-			if s.v6 {
-				// The kernel strips the IPv6 header: the source comes
-				// with the address the packet was read from.
-				n, from, rerr = unix.Recvfrom(int(fd), buf, 0)
-			} else {
-				n, rerr = rawRead(fd, buf)
-			}
+			n, from, at, rerr = s.recv(fd, buf, oob, 0)
 			return rerr != unix.EAGAIN
 		})
 		if err != nil {
@@ -333,22 +392,53 @@ func (t *icmpTransport) read(s *icmpSocket, events chan<- event) {
 				return
 			}
 		}
-		at := time.Now()
-		var e echo
-		var ok bool
-		if s.v6 {
-			e, ok = acceptReply6(buf[:n], sourceAddr6(from), t.id, t.nonce)
-		} else {
-			e, ok = acceptReply(buf[:n], t.id)
-		}
+		ev, ok := t.event(s, buf[:n], from, at)
 		if !ok {
 			continue
 		}
 		select {
-		case events <- event{icmp: true, seq: e.seq, src: e.src, at: at, ok: true}:
+		case events <- ev:
 		case <-t.ctx.Done():
 			return
 		}
+	}
+}
+
+// event makes the event of a datagram read from s, if it is an echo reply
+// to this transport.
+func (t *icmpTransport) event(s *icmpSocket, pkt []byte, from unix.Sockaddr, at time.Time) (event, bool) {
+	var e echo
+	var ok bool
+	if s.v6 {
+		e, ok = acceptReply6(pkt, sourceAddr6(from), t.id, t.nonce)
+	} else {
+		e, ok = acceptReply(pkt, t.id)
+	}
+	return event{icmp: true, seq: e.seq, src: e.src, at: at, ok: true}, ok
+}
+
+// maxPoll bounds the datagrams one poll takes from a socket.
+const maxPoll = 64
+
+// poll takes the replies waiting in the sockets without blocking. It runs
+// on the scheduler's goroutine while the readers may be reading too: each
+// datagram goes to one of them.
+func (t *icmpTransport) poll(fn func(event)) {
+	for _, s := range []*icmpSocket{t.v4, t.v6} {
+		if s == nil {
+			continue
+		}
+		s.rc.Control(func(fd uintptr) {
+			for range maxPoll {
+				n, from, at, err := s.recv(fd, s.pollBuf, s.pollOOB, unix.MSG_DONTWAIT)
+				if err != nil {
+					return
+				}
+				if ev, ok := t.event(s, s.pollBuf[:n], from, at); ok {
+					fn(ev)
+				}
+			}
+		})
 	}
 }
 

@@ -27,11 +27,20 @@ func rawSendto4(fd uintptr, b []byte, to [4]byte) error {
 	return nil
 }
 
-// rawRead is read(fd, b).
-func rawRead(fd uintptr, b []byte) (int, error) {
-	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
-	if e != 0 {
-		return 0, e
+// rawRecvmsg is recvmsg(fd, {b}, oob, flags) without the source address:
+// the datagram's length and the control data's.
+func rawRecvmsg(fd uintptr, b, oob []byte, flags int) (n, oobn int, err error) {
+	iov := unix.Iovec{Base: unsafe.SliceData(b)}
+	iov.SetLen(len(b))
+	msg := unix.Msghdr{Iov: &iov}
+	msg.SetIovlen(1)
+	if len(oob) > 0 {
+		msg.Control = unsafe.SliceData(oob)
+		msg.SetControllen(len(oob))
 	}
-	return int(n), nil
+	r, _, e := unix.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&msg)), uintptr(flags))
+	if e != 0 {
+		return 0, 0, e
+	}
+	return int(r), int(msg.Controllen), nil
 }

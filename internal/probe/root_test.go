@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 
 	"github.com/multiwan/multiwan/internal/lab/nstest"
 )
@@ -468,5 +469,52 @@ func TestKernelCPUCost(t *testing.T) {
 	}
 	if pct := 100 * float64(cpu) / float64(wall); pct > 2 {
 		t.Errorf("probing cost %.2f%% of a core, budget 2%%", pct)
+	}
+}
+
+// TestKernelArrivalStamp: an echo reply read 30 ms after it arrived (the
+// process was busy) carries the kernel's arrival time, not the read's, so
+// a round judged after that read still sees the true RTT.
+func TestKernelArrivalStamp(t *testing.T) {
+	tp := newTopo(t)
+	id, err := allocID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer freeID(id)
+	s, err := openICMP(false, markB, id, tp.r.do)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.conn.Close()
+	var req [echoLen]byte
+	sent := time.Now()
+	marshalEcho(req[:], id, 7, 1, sent)
+	if err := s.sendto4(req[:], netip.MustParseAddr(targetB).As4()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * ms)
+	var got time.Time
+	var e echo
+	for end := time.Now().Add(time.Second); got.IsZero() && time.Now().Before(end); {
+		s.rc.Control(func(fd uintptr) {
+			n, _, at, err := s.recv(fd, s.pollBuf, s.pollOOB, unix.MSG_DONTWAIT)
+			if err != nil {
+				return
+			}
+			var ok bool
+			if e, ok = acceptReply(s.pollBuf[:n], id); ok {
+				got = at
+			}
+		})
+	}
+	read := time.Now()
+	if got.IsZero() || e.seq != 7 {
+		t.Fatalf("no reply to seq 7 within a second (got %+v)", e)
+	}
+	rtt := got.Sub(sent)
+	t.Logf("rtt by the kernel's stamp %v, read %v after sending", rtt, read.Sub(sent))
+	if rtt < 0 || rtt > 20*ms {
+		t.Errorf("the reply's arrival is %v after sending, want the kernel's time (well under the 30 ms the read waited)", rtt)
 	}
 }

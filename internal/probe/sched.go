@@ -99,6 +99,12 @@ type transport interface {
 	// send starts probe f without blocking; an error fails the probe at
 	// once (e.g. "network is unreachable": no route with this mark).
 	send(f *flight) error
+	// poll hands fn the answers already waiting in the transport's
+	// sockets, without blocking, each with the time the kernel received
+	// it. The scheduler calls it before it judges a round at its
+	// deadline: an answer that arrived in time then counts even when the
+	// process was too busy to read it before the deadline passed.
+	poll(fn func(event))
 	// close stops every goroutine of the transport and releases its
 	// sockets; it returns when they are gone.
 	close()
@@ -249,6 +255,14 @@ func (s *scheduler) step(now time.Time) {
 		s.fifo = s.fifo[1:]
 		if s.flights[f.id] == f {
 			delete(s.flights, f.id)
+		}
+	}
+	for _, r := range s.open {
+		if !r.judged && !r.deadline.After(now) {
+			// Only a round some target has not answered in time gets
+			// here: the socket is read once more before it is judged.
+			s.tr.poll(s.handle)
+			break
 		}
 	}
 	for _, r := range s.open {

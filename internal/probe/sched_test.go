@@ -1,12 +1,17 @@
 package probe
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // fakeTransport records the probes a scheduler sends.
@@ -14,6 +19,8 @@ type fakeTransport struct {
 	sent []*flight
 	// fail makes send fail for these addresses.
 	fail map[netip.Addr]error
+	// waiting are answers poll hands out.
+	waiting []event
 }
 
 func (f *fakeTransport) send(fl *flight) error {
@@ -25,6 +32,15 @@ func (f *fakeTransport) send(fl *flight) error {
 }
 
 func (f *fakeTransport) close() {}
+
+// poll hands out the answers queued in waiting, as if the kernel had
+// received them and the reader had not run yet.
+func (f *fakeTransport) poll(fn func(event)) {
+	for _, ev := range f.waiting {
+		fn(ev)
+	}
+	f.waiting = nil
+}
 
 // testSched drives a scheduler with a synthetic clock.
 type testSched struct {
@@ -441,5 +457,71 @@ func TestRhythmSharedAcrossSchedulers(t *testing.T) {
 	late := starts(b, 1420*ms, 2*time.Second)
 	if late[0] != 1420*ms || late[1] != 1500*ms || late[2] != 1600*ms {
 		t.Fatalf("after a 420ms stall: rounds at %v, want 1.42s, 1.5s, 1.6s", late)
+	}
+}
+
+// TestPollBeforeJudging: a round whose deadline passed while the process
+// was busy (its step runs 35 ms late) is judged only after the socket is
+// read once more; an answer the kernel received before the deadline then
+// counts as in time, with its true RTT. With nothing waiting the round
+// fails as before.
+func TestPollBeforeJudging(t *testing.T) {
+	for _, waiting := range []bool{true, false} {
+		ts := newTestSched(t, Spec{Targets: []string{"198.51.100.1"}})
+		ts.s.targets[0].est.update(ms) // a 5 ms deadline
+		ts.at(0)
+		f := ts.tr.sent[0]
+		if waiting {
+			ts.tr.waiting = []event{{icmp: true, seq: uint16(f.id), src: f.addr, at: ts.t0.Add(3 * ms), ok: true}}
+		}
+		ts.at(40 * ms)
+		out := ts.take()
+		if len(out) != 1 || out[0].Late {
+			t.Fatalf("waiting %v: got %s, want one judged round", waiting, describeRounds(out))
+		}
+		got := out[0].Results[0]
+		if waiting && (!got.OK || got.RTT != 3*ms) {
+			t.Errorf("an answer received before the deadline and read after it: %+v, want OK with RTT 3ms", got)
+		}
+		if !waiting && got.OK {
+			t.Errorf("no answer: %+v, want a failure", got)
+		}
+	}
+}
+
+// TestArrival: the kernel's wall-clock stamp becomes a time on the
+// monotonic clock of now; a missing, garbled or implausible stamp gives
+// now.
+func TestArrival(t *testing.T) {
+	now := time.Now()
+	stamp := func(at time.Time) []byte {
+		b := make([]byte, unix.CmsgSpace(16))
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+		h.Level, h.Type = unix.SOL_SOCKET, unix.SO_TIMESTAMPNS_NEW
+		h.SetLen(unix.CmsgLen(16))
+		binary.NativeEndian.PutUint64(b[unix.CmsgLen(0):], uint64(at.Unix()))
+		binary.NativeEndian.PutUint64(b[unix.CmsgLen(0)+8:], uint64(at.Nanosecond()))
+		return b
+	}
+	if got := arrival(stamp(now.Add(-30*ms)), now); got.Sub(now) != -30*ms {
+		t.Errorf("a stamp 30 ms old: %v after now, want -30ms", got.Sub(now))
+	}
+	if got := arrival(stamp(now.Add(-30*ms)), now); !strings.Contains(got.String(), " m=") {
+		t.Error("the arrival has no monotonic reading")
+	}
+	other := stamp(now.Add(-30 * ms))
+	(*unix.Cmsghdr)(unsafe.Pointer(&other[0])).Type = unix.SO_TIMESTAMP_NEW
+	for name, oob := range map[string][]byte{
+		"none":        nil,
+		"other type":  other,
+		"future":      stamp(now.Add(time.Second)),
+		"too old":     stamp(now.Add(-time.Hour)),
+		"short":       stamp(now)[:unix.CmsgLen(0)+4],
+		"bad length":  append([]byte{0xff, 0xff, 0xff, 0x7f}, make([]byte, 28)...),
+		"header only": make([]byte, unix.SizeofCmsghdr-1),
+	} {
+		if got := arrival(oob, now); got != now {
+			t.Errorf("%s: %v, want now", name, got)
+		}
 	}
 }
