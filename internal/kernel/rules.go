@@ -122,16 +122,9 @@ func (r Routing) ApplyRules(desired []plan.Rule) (added, deleted int, err error)
 		return 0, 0, err
 	}
 	add, del := diffRules(want, have)
-	var errs []error
-	for _, k := range add {
-		if err := r.link().RuleAdd(k.netlink()); err != nil {
-			errs = append(errs, fmt.Errorf("add %s: %w", k, err))
-			continue
-		}
-		added++
-	}
-	n, err := r.deleteRules(del)
-	return added, n, errors.Join(append(errs, err)...)
+	added, addErr := r.addRules(add)
+	deleted, delErr := r.deleteRules(del)
+	return added, deleted, errors.Join(addErr, delErr)
 }
 
 // ApplyRuleChanges turns the rules from, which the kernel is known to
@@ -150,32 +143,21 @@ func (r Routing) ApplyRuleChanges(from, to []plan.Rule) (added, deleted int, err
 	if err != nil {
 		return 0, 0, err
 	}
-	var errs []error
+	var add []ruleKey
+	var del []kernelRule
 	for _, k := range want {
-		if slices.Contains(have, k) {
-			continue
-		}
-		switch err := r.link().RuleAdd(k.netlink()); {
-		case err == nil:
-			added++
-		case errors.Is(err, unix.EEXIST):
-		default:
-			errs = append(errs, fmt.Errorf("add %s: %w", k, err))
+		if !slices.Contains(have, k) {
+			add = append(add, k)
 		}
 	}
 	for _, k := range have {
-		if slices.Contains(want, k) {
-			continue
-		}
-		switch err := r.link().RuleDel(k.netlink()); {
-		case err == nil:
-			deleted++
-		case errors.Is(err, unix.ENOENT):
-		default:
-			errs = append(errs, fmt.Errorf("delete %s: %w", k, err))
+		if !slices.Contains(want, k) {
+			del = append(del, kernelRule{key: k, rule: *k.netlink()})
 		}
 	}
-	return added, deleted, errors.Join(errs...)
+	added, addErr := r.addRules(add)
+	deleted, delErr := r.deleteRules(del)
+	return added, deleted, errors.Join(addErr, delErr)
 }
 
 // RemoveAll deletes every rule and route that is ours, in both families
@@ -196,6 +178,28 @@ func (r Routing) removeRules() (int, error) {
 	return r.deleteRules(have)
 }
 
+// addRules adds each rule. One already there (added by a concurrent
+// apply of an earlier daemon, or between a dump and the add) meets the
+// goal and is not counted.
+func (r Routing) addRules(keys []ruleKey) (int, error) {
+	var (
+		added int
+		errs  []error
+	)
+	for _, k := range keys {
+		switch err := r.link().RuleAdd(k.netlink()); {
+		case err == nil:
+			added++
+		case errors.Is(err, unix.EEXIST):
+		default:
+			errs = append(errs, fmt.Errorf("add %s: %w", k, err))
+		}
+	}
+	return added, errors.Join(errs...)
+}
+
+// deleteRules deletes each rule. One already gone meets the goal and is
+// not counted.
 func (r Routing) deleteRules(rules []kernelRule) (int, error) {
 	var (
 		deleted int

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -156,7 +155,9 @@ func openICMP(v6 bool, mark uint32, id uint16, ns nsFunc) (*icmpSocket, error) {
 	}
 	// The kernel stamps each reply with its arrival time (see
 	// arrival). Without (a kernel before 5.1), the time of the read
-	// serves.
+	// serves; so it does for the replies of the first moment after the
+	// first such socket of the system opens, before the kernel has
+	// turned stamping on (it defers that to a work queue).
 	rc.Control(func(fd uintptr) {
 		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS_NEW, 1)
 	})
@@ -195,23 +196,21 @@ const maxStampAge = 10 * time.Second
 // the read is what lets an answer that came in time count as in time when
 // the process was busy and read it late.
 func arrival(oob []byte, now time.Time) time.Time {
-	for len(oob) >= unix.SizeofCmsghdr {
-		h := (*unix.Cmsghdr)(unsafe.Pointer(unsafe.SliceData(oob)))
-		l := int(h.Len)
-		if l < unix.SizeofCmsghdr || l > len(oob) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return now
+	}
+	for _, m := range msgs {
+		if m.Header.Level != unix.SOL_SOCKET || m.Header.Type != unix.SO_TIMESTAMPNS_NEW || len(m.Data) < 16 {
+			continue
+		}
+		sec := int64(binary.NativeEndian.Uint64(m.Data))
+		nsec := int64(binary.NativeEndian.Uint64(m.Data[8:]))
+		age := now.Round(0).Sub(time.Unix(sec, nsec))
+		if age < 0 || age > maxStampAge {
 			return now
 		}
-		data := oob[unix.CmsgLen(0):l]
-		if h.Level == unix.SOL_SOCKET && h.Type == unix.SO_TIMESTAMPNS_NEW && len(data) >= 16 {
-			sec := int64(binary.NativeEndian.Uint64(data))
-			nsec := int64(binary.NativeEndian.Uint64(data[8:]))
-			age := now.Round(0).Sub(time.Unix(sec, nsec))
-			if age < 0 || age > maxStampAge {
-				return now
-			}
-			return now.Add(-age)
-		}
-		oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
+		return now.Add(-age)
 	}
 	return now
 }

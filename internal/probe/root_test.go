@@ -487,33 +487,48 @@ func TestKernelArrivalStamp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.conn.Close()
-	var req [echoLen]byte
-	sent := time.Now()
-	marshalEcho(req[:], id, 7, 1, sent)
-	if err := s.sendto4(req[:], netip.MustParseAddr(targetB).As4()); err != nil {
-		t.Fatal(err)
+	// exchange sends echo seq, waits wait, and reads its reply: the RTT
+	// by the reply's arrival time, and the time from sending to reading.
+	exchange := func(seq uint16, wait time.Duration) (rtt, read time.Duration) {
+		t.Helper()
+		var req [echoLen]byte
+		sent := time.Now()
+		marshalEcho(req[:], id, seq, 1, sent)
+		if err := s.sendto4(req[:], netip.MustParseAddr(targetB).As4()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(wait)
+		var got time.Time
+		for end := time.Now().Add(time.Second); got.IsZero() && time.Now().Before(end); {
+			s.rc.Control(func(fd uintptr) {
+				n, _, at, err := s.recv(fd, s.pollBuf, s.pollOOB, unix.MSG_DONTWAIT)
+				if err != nil {
+					return
+				}
+				if e, ok := acceptReply(s.pollBuf[:n], id); ok && e.seq == seq {
+					got = at
+				}
+			})
+		}
+		if got.IsZero() {
+			t.Fatalf("no reply to seq %d within a second", seq)
+		}
+		return got.Sub(sent), time.Since(sent)
 	}
-	time.Sleep(30 * ms)
-	var got time.Time
-	var e echo
-	for end := time.Now().Add(time.Second); got.IsZero() && time.Now().Before(end); {
-		s.rc.Control(func(fd uintptr) {
-			n, _, at, err := s.recv(fd, s.pollBuf, s.pollOOB, unix.MSG_DONTWAIT)
-			if err != nil {
-				return
-			}
-			var ok bool
-			if e, ok = acceptReply(s.pollBuf[:n], id); ok {
-				got = at
-			}
-		})
+	// The kernel turns receive stamping on a moment after the first
+	// socket asks for it (a deferred static key); until then replies are
+	// stamped when read. Wait until it is on: a reply read 5 ms after
+	// sending shows an RTT under 4 ms.
+	on := false
+	for seq, end := uint16(1), time.Now().Add(2*time.Second); !on && time.Now().Before(end); seq++ {
+		rtt, _ := exchange(seq, 5*ms)
+		on = rtt < 4*ms
 	}
-	read := time.Now()
-	if got.IsZero() || e.seq != 7 {
-		t.Fatalf("no reply to seq 7 within a second (got %+v)", e)
+	if !on {
+		t.Fatal("replies read 5 ms after sending never carried an earlier arrival time within 2 s")
 	}
-	rtt := got.Sub(sent)
-	t.Logf("rtt by the kernel's stamp %v, read %v after sending", rtt, read.Sub(sent))
+	rtt, read := exchange(1000, 30*ms)
+	t.Logf("rtt by the kernel's stamp %v, read %v after sending", rtt, read)
 	if rtt < 0 || rtt > 20*ms {
 		t.Errorf("the reply's arrival is %v after sending, want the kernel's time (well under the 30 ms the read waited)", rtt)
 	}

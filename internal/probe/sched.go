@@ -2,6 +2,7 @@ package probe
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -257,13 +258,10 @@ func (s *scheduler) step(now time.Time) {
 			delete(s.flights, f.id)
 		}
 	}
-	for _, r := range s.open {
-		if !r.judged && !r.deadline.After(now) {
-			// Only a round some target has not answered in time gets
-			// here: the socket is read once more before it is judged.
-			s.tr.poll(s.handle)
-			break
-		}
+	if slices.ContainsFunc(s.open, func(r *round) bool { return !r.judged && !r.deadline.After(now) }) {
+		// Only a round some target has not answered in time gets here:
+		// the socket is read once more before it is judged.
+		s.tr.poll(s.handle)
 	}
 	for _, r := range s.open {
 		if !r.judged && !r.deadline.After(now) {
